@@ -1,0 +1,292 @@
+//! The manager API: call logs, tickets and the hours override, behind a bearer token.
+
+use crate::app::AppState;
+use crate::domain::TicketNumber;
+use crate::hours::OverrideState;
+use crate::storage::{CallQuery, StoreError, TicketQuery};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+/// An API error: a status and a message, answered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: format!("{what} not found"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "API storage error");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the database is unavailable; try again".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The API routes, behind bearer authentication.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/calls", get(list_calls))
+        .route("/api/calls/{call_sid}", get(get_call))
+        .route("/api/tickets", get(list_tickets))
+        .route("/api/hours", get(get_hours))
+        .route("/api/hours/override", put(put_override))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let unauthorized = |message: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": message })),
+        )
+            .into_response()
+    };
+    let Some(token) = &state.config.api_token else {
+        return unauthorized("the API is closed: set IVR_API_TOKEN to open it");
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        next.run(req).await
+    } else {
+        unauthorized("missing or wrong bearer token")
+    }
+}
+
+fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{field} must be RFC 3339 (2026-11-22T08:00:00Z) or a date (2026-11-22)"
+            ))
+        })
+}
+
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=200 => Ok(n),
+        _ => Err(ApiError::bad_request("limit must be 1 to 200")),
+    }
+}
+
+/// Query of `GET /api/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsParams {
+    since: Option<String>,
+    until: Option<String>,
+    line: Option<String>,
+    outcome: Option<String>,
+    category: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of calls.
+#[derive(Debug, Serialize)]
+pub struct CallsPage {
+    calls: Vec<crate::storage::CallView>,
+    next_cursor: Option<String>,
+}
+
+async fn list_calls(
+    State(state): State<AppState>,
+    Query(p): Query<CallsParams>,
+) -> ApiResult<CallsPage> {
+    let limit = page_size(p.limit)?;
+    if let Some(line) = &p.line {
+        if line != "guest_care" && line != "store" {
+            return Err(ApiError::bad_request("line must be guest_care or store"));
+        }
+    }
+    let after = match &p.cursor {
+        Some(c) => {
+            let (ms, sid) = c
+                .split_once(':')
+                .and_then(|(ms, sid)| Some((ms.parse::<i64>().ok()?, sid.to_string())))
+                .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave out"))?;
+            Some((ms, sid))
+        }
+        None => None,
+    };
+    let q = CallQuery {
+        since: p
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, "since"))
+            .transpose()?,
+        until: p
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, "until"))
+            .transpose()?,
+        line: p.line,
+        outcome: p.outcome,
+        category: p.category,
+        limit,
+        after,
+    };
+    let calls = state.store.list_calls(&q).await?;
+    let next_cursor = (calls.len() == limit as usize)
+        .then(|| {
+            calls
+                .last()
+                .map(|c| format!("{}:{}", c.started_at.timestamp_millis(), c.call_sid))
+        })
+        .flatten();
+    Ok(Json(CallsPage { calls, next_cursor }))
+}
+
+async fn get_call(
+    State(state): State<AppState>,
+    Path(call_sid): Path<String>,
+) -> ApiResult<crate::storage::CallDetail> {
+    state
+        .store
+        .get_call(&call_sid)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("call"))
+}
+
+/// Query of `GET /api/tickets`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsParams {
+    status: Option<String>,
+    category: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of tickets.
+#[derive(Debug, Serialize)]
+pub struct TicketsPage {
+    tickets: Vec<crate::storage::TicketView>,
+    next_cursor: Option<String>,
+}
+
+async fn list_tickets(
+    State(state): State<AppState>,
+    Query(p): Query<TicketsParams>,
+) -> ApiResult<TicketsPage> {
+    let limit = page_size(p.limit)?;
+    let before_id = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            TicketNumber::parse(c)
+                .map(|t| t.0)
+                .map_err(ApiError::bad_request)
+        })
+        .transpose()?;
+    let q = TicketQuery {
+        status: p.status,
+        category: p.category,
+        limit,
+        before_id,
+    };
+    let tickets = state.store.list_tickets(&q).await?;
+    let next_cursor = (tickets.len() == limit as usize)
+        .then(|| tickets.last().map(|t| t.number.clone()))
+        .flatten();
+    Ok(Json(TicketsPage {
+        tickets,
+        next_cursor,
+    }))
+}
+
+/// Body of `PUT /api/hours/override`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    state: Option<OverrideState>,
+}
+
+/// Guest Care hours as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct HoursView {
+    state: Option<OverrideState>,
+    open_now: bool,
+    schedule: String,
+    time_zone: String,
+}
+
+async fn hours_view(state: &AppState) -> ApiResult<HoursView> {
+    let over = state.store.hours_override().await?;
+    Ok(Json(HoursView {
+        state: over,
+        open_now: state.config.schedule.is_open(state.now(), over),
+        schedule: state.config.schedule.describe(),
+        time_zone: state.config.schedule.tz.name().into(),
+    }))
+}
+
+async fn get_hours(State(state): State<AppState>) -> ApiResult<HoursView> {
+    hours_view(&state).await
+}
+
+async fn put_override(
+    State(state): State<AppState>,
+    body: Result<Json<OverrideBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<HoursView> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"state\": \"open\" | \"closed\" | null}}: {}",
+            e.body_text()
+        ))
+    })?;
+    state
+        .store
+        .set_hours_override(body.state, state.now())
+        .await?;
+    tracing::info!(state = ?body.state, "hours override set");
+    hours_view(&state).await
+}

@@ -1,0 +1,243 @@
+//! Wiring: state, layers, router, start-up and graceful shutdown.
+
+use crate::config::{Config, Target};
+use crate::flow::{self, FlowSet};
+use crate::storage::{self, Store};
+use crate::twiml::{self, Style};
+use crate::{api, voice};
+use anyhow::{bail, Context};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// The time source: the system clock, or a clock a test sets.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Option<Arc<Mutex<DateTime<Utc>>>>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A clock stopped at `at` until `set` moves it.
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Some(Arc::new(Mutex::new(at))))
+    }
+
+    /// Moves a fixed clock; no effect on the system clock.
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Some(m) = &self.0 {
+            if let Ok(mut t) = m.lock() {
+                *t = at;
+            }
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.0 {
+            Some(m) => m.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()),
+            None => Utc::now(),
+        }
+    }
+}
+
+/// Everything a request needs.
+pub struct App {
+    /// Settings.
+    pub config: Config,
+    /// Validated flows.
+    pub flows: FlowSet,
+    /// Records.
+    pub store: Arc<dyn Store>,
+    /// Time source.
+    pub clock: Clock,
+    /// TwiML settings.
+    pub style: Style,
+    /// TwiML answered when even the error route cannot be taken.
+    pub last_resort: String,
+}
+
+/// Shared application state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// An apology and a dial to Guest Care OOM, built from configuration alone.
+fn last_resort_twiml(config: &Config, style: &Style) -> String {
+    use crate::flow::engine::Action;
+    let mut actions = vec![Action::Say(
+        "We're sorry, we are having a technical problem. Please hold while we connect you to Guest Care.".into(),
+    )];
+    if let Some(t @ (Target::Number { .. } | Target::Sip { .. })) = config.targets.get("oom") {
+        actions.push(Action::Dial {
+            target: t.clone(),
+            timeout: config.dial_timeout,
+            action: crate::flow::engine::Link {
+                endpoint: crate::flow::engine::Endpoint::Dial,
+                node: crate::flow::NodeRef {
+                    flow: "common".into(),
+                    node: "error_transfer".into(),
+                },
+                attempt: 1,
+                seq: 1000,
+                silence: false,
+            },
+        });
+    }
+    twiml::render(&actions, style)
+}
+
+/// Loads flows, opens and migrates the database, and builds the state.
+pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppState> {
+    let flows = flow::load_dir(&config.flows_dir, &config)
+        .map_err(|p| anyhow::anyhow!("{p}"))
+        .with_context(|| format!("loading flows from {}", config.flows_dir.display()))?;
+    let store = storage::open(&config.database_url)
+        .await
+        .context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    let style = Style {
+        base_url: config.public_url.clone(),
+        voice: config.say_voice.clone(),
+        language: config.say_language.clone(),
+    };
+    let last_resort = last_resort_twiml(&config, &style);
+    Ok(AppState(Arc::new(App {
+        config,
+        flows,
+        store,
+        clock,
+        style,
+        last_resort,
+    })))
+}
+
+#[derive(Clone)]
+struct PanicAnswer(Arc<String>);
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+    fn response_for_panic(
+        &mut self,
+        _err: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        tracing::error!("panic in a voice webhook: safe route answered");
+        voice::TwiML(self.0.as_ref().clone()).into_response()
+    }
+}
+
+/// The router: voice webhooks, manager API, health.
+pub fn build_router(state: AppState) -> Router {
+    let voice = Router::new()
+        .route("/voice/incoming", post(voice::incoming))
+        .route("/voice/gather", post(voice::gather))
+        .route("/voice/dial", post(voice::dial))
+        .route("/voice/record", post(voice::record))
+        .route("/voice/queue", post(voice::queue))
+        .route("/voice/queue/wait", post(voice::queue_wait))
+        .route("/voice/status", post(voice::status))
+        .route("/voice/fallback", post(voice::fallback))
+        .layer(CatchPanicLayer::custom(PanicAnswer(Arc::new(
+            state.last_resort.clone(),
+        ))));
+    Router::new()
+        .merge(voice)
+        .merge(api::router(state.clone()))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(RequestBodyLimitLayer::new(voice::MAX_BODY))
+        .with_state(state)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+    }
+}
+
+/// Refuses development mode (no auth token) on anything but loopback, and says so loudly.
+pub fn check_mode(config: &Config) -> anyhow::Result<()> {
+    if config.twilio_auth_token.is_none() {
+        if !config.listen.ip().is_loopback() {
+            bail!(
+                "TWILIO_AUTH_TOKEN is not set: development mode refuses to listen on {} (only loopback). \
+                 Set TWILIO_AUTH_TOKEN to serve the telephony platform.",
+                config.listen
+            );
+        }
+        tracing::warn!("==============================================================");
+        tracing::warn!("DEVELOPMENT MODE: TWILIO_AUTH_TOKEN is not set.");
+        tracing::warn!("Webhook signatures are NOT checked. Listening on loopback only.");
+        tracing::warn!("==============================================================");
+    }
+    if config.api_token.is_none() {
+        tracing::warn!("IVR_API_TOKEN is not set: the manager API is closed");
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    check_mode(&config)?;
+    let listen = config.listen;
+    let state = build_state(config, Clock::system()).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(
+        %listen,
+        flows = state.flows.flows.len(),
+        flow_version = %state.flows.version,
+        public_url = state.config.public_url.as_deref().unwrap_or("(from Host header)"),
+        "answering calls"
+    );
+    axum::serve(listener, build_router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,89 @@
+//! Subcommands; each calls into the library.
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Guest Care IVR: answers Twilio voice webhooks from flows in ivr_flows/ and records every call.
+#[derive(Debug, Parser)]
+#[command(name = "ivr", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer calls (reads ivr.toml / IVR_CONFIG and the IVR_* environment).
+    Serve,
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Flow tools.
+    Flows {
+        /// Flow tool.
+        #[command(subcommand)]
+        command: FlowsCommand,
+    },
+}
+
+/// Flow subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Validate flows; exits non-zero listing every problem.
+    Check {
+        /// Directory of flow files (default: the configured one, ivr_flows/).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load()?;
+    match cli.command {
+        Command::Serve => {
+            crate::app::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = crate::storage::open(&config.database_url).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", config.database_url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flows {
+            command: FlowsCommand::Check { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| config.flows_dir.clone());
+            match crate::flow::load_dir(&dir, &config) {
+                Ok(set) => {
+                    let nodes: usize = set.flows.values().map(|f| f.nodes.len()).sum();
+                    println!(
+                        "{}: {} flows, {nodes} nodes, version {}: ok",
+                        dir.display(),
+                        set.flows.len(),
+                        set.version
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

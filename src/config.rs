@@ -1,0 +1,468 @@
+//! Typed settings: defaults, then `ivr.toml` (path in `IVR_CONFIG`), then environment overrides.
+//!
+//! Environment variables (the deployment contract):
+//! - `IVR_CONFIG` — path of the TOML file; when unset, `ivr.toml` in the working directory is read if present.
+//! - `IVR_LISTEN` — socket address to listen on (default `127.0.0.1:8080`).
+//! - `IVR_DATABASE_URL` — `sqlite://path` (default `sqlite://ivr.db`).
+//! - `IVR_PUBLIC_URL` — base URL the telephony platform uses to reach us, e.g. `https://ivr.example.com/prefix`.
+//! - `TWILIO_AUTH_TOKEN` — webhook signing key; without it the server runs in development mode.
+//! - `IVR_API_TOKEN` — bearer token of the manager API; without it the API is closed.
+//! - `IVR_FLOWS_DIR` — directory of flow files (default `ivr_flows`).
+
+use crate::hours::{self, Schedule, Span};
+use anyhow::{anyhow, bail, Context};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used as a key.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How a transfer target is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A phone number, optionally followed by DTMF digits once answered (`w` waits half a second).
+    Number {
+        /// E.164 number.
+        number: String,
+        /// Digits to send after the call connects.
+        send_digits: Option<String>,
+    },
+    /// A SIP URI.
+    Sip {
+        /// `sip:` URI.
+        uri: String,
+    },
+    /// A Twilio queue the caller waits in.
+    Queue {
+        /// Queue name.
+        name: String,
+    },
+}
+
+/// Everything the server needs, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Public base URL without trailing slash, when set.
+    pub public_url: Option<String>,
+    /// Directory of flow files.
+    pub flows_dir: PathBuf,
+    /// Twilio auth token; `None` means development mode.
+    pub twilio_auth_token: Option<Secret>,
+    /// Manager API bearer token; `None` closes the API.
+    pub api_token: Option<Secret>,
+    /// Brand name, used as the store name when a store number is not configured.
+    pub brand: String,
+    /// Website guests are sent to (claims, delivery dates).
+    pub website: String,
+    /// Short code guests text for delivery updates.
+    pub texting_number: String,
+    /// Called number of the 1-800 Guest Care line.
+    pub guest_care_number: String,
+    /// Store numbers and their names.
+    pub stores: BTreeMap<String, String>,
+    /// Flow answering the Guest Care line.
+    pub guest_care_flow: String,
+    /// Flow answering store lines.
+    pub store_flow: String,
+    /// Named transfer targets.
+    pub targets: BTreeMap<String, Target>,
+    /// Guest Care hours.
+    pub schedule: Schedule,
+    /// Named contacts (e-mail addresses).
+    pub contacts: BTreeMap<String, String>,
+    /// `voice` attribute of `<Say>`.
+    pub say_voice: Option<String>,
+    /// `language` attribute of `<Say>`.
+    pub say_language: String,
+    /// Seconds a transfer rings before it counts as no-answer.
+    pub dial_timeout: u32,
+    /// Longest voicemail in seconds.
+    pub voicemail_max_seconds: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    flows_dir: Option<PathBuf>,
+    brand: Option<String>,
+    website: Option<String>,
+    texting_number: Option<String>,
+    dial_timeout: Option<u32>,
+    voicemail_max_seconds: Option<u32>,
+    #[serde(default)]
+    say: FileSay,
+    #[serde(default)]
+    lines: FileLines,
+    #[serde(default)]
+    pbx: FilePbx,
+    #[serde(default)]
+    targets: BTreeMap<String, FileTarget>,
+    #[serde(default)]
+    hours: FileHours,
+    #[serde(default)]
+    contacts: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSay {
+    voice: Option<String>,
+    language: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLines {
+    guest_care: Option<String>,
+    guest_care_flow: Option<String>,
+    store_flow: Option<String>,
+    #[serde(default)]
+    stores: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePbx {
+    mode: Option<String>,
+    main_number: Option<String>,
+    sip_domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTarget {
+    extension: Option<String>,
+    number: Option<String>,
+    send_digits: Option<String>,
+    sip: Option<String>,
+    queue: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHours {
+    time_zone: Option<String>,
+    holidays: Option<Vec<String>>,
+    weekly: Option<BTreeMap<String, String>>,
+}
+
+const GUEST_CARE_NUMBER: &str = "+18007373233";
+
+fn default_targets() -> BTreeMap<String, FileTarget> {
+    let ext = |e: &str| FileTarget {
+        extension: Some(e.into()),
+        ..FileTarget::default()
+    };
+    BTreeMap::from([
+        ("oom".to_string(), ext("350152")),
+        ("after_sales".to_string(), ext("2005")),
+        (
+            "escalation".to_string(),
+            FileTarget {
+                number: Some(GUEST_CARE_NUMBER.into()),
+                send_digits: Some("ww5".into()),
+                ..FileTarget::default()
+            },
+        ),
+        (
+            "escalation_queue".to_string(),
+            FileTarget {
+                queue: Some("escalation".into()),
+                ..FileTarget::default()
+            },
+        ),
+    ])
+}
+
+fn default_contacts() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("legal".to_string(), "legal@example.com".to_string()),
+        (
+            "guest_care_manager".to_string(),
+            "guest-care-manager@example.com".to_string(),
+        ),
+        (
+            "product_team".to_string(),
+            "product-team@example.com".to_string(),
+        ),
+    ])
+}
+
+fn default_weekly() -> BTreeMap<String, String> {
+    let mut w: BTreeMap<String, String> = ["monday", "tuesday", "wednesday", "thursday", "friday"]
+        .iter()
+        .map(|d| (d.to_string(), "08:00-20:00".to_string()))
+        .collect();
+    w.insert("saturday".into(), "09:00-17:00".into());
+    w.insert("sunday".into(), "closed".into());
+    w
+}
+
+/// Reads the environment variable, treating an empty value as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Loads `IVR_CONFIG` (or `./ivr.toml` when present), then applies the environment overrides.
+    pub fn load() -> anyhow::Result<Self> {
+        let path = env("IVR_CONFIG").map(PathBuf::from);
+        let file = match &path {
+            Some(p) => Some(p.clone()),
+            None if Path::new("ivr.toml").exists() => Some(PathBuf::from("ivr.toml")),
+            None => None,
+        };
+        let text = match &file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading configuration {}", p.display()))?,
+            None => String::new(),
+        };
+        let name = file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        let mut cfg = Self::from_toml(&text).with_context(|| format!("in {name}"))?;
+        cfg.apply_env()?;
+        Ok(cfg)
+    }
+
+    /// Builds a configuration from TOML text over the defaults, without the environment.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        let listen = file
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080")
+            .parse()
+            .context("listen must be an address like 127.0.0.1:8080")?;
+
+        let pbx_mode = file.pbx.mode.as_deref().unwrap_or("dial");
+        let main_number = file
+            .pbx
+            .main_number
+            .unwrap_or_else(|| GUEST_CARE_NUMBER.into());
+        let sip_domain = file.pbx.sip_domain;
+        let mut targets_file = default_targets();
+        targets_file.extend(file.targets);
+        let mut targets = BTreeMap::new();
+        for (name, t) in targets_file {
+            let target = match (t.extension, t.number, t.sip, t.queue) {
+                (Some(ext), None, None, None) => match pbx_mode {
+                    "sip" => {
+                        let domain = sip_domain
+                            .as_deref()
+                            .ok_or_else(|| anyhow!("pbx.mode = \"sip\" needs pbx.sip_domain"))?;
+                        Target::Sip {
+                            uri: format!("sip:{ext}@{domain}"),
+                        }
+                    }
+                    "dial" => Target::Number {
+                        number: main_number.clone(),
+                        send_digits: Some(format!("ww{ext}")),
+                    },
+                    other => bail!("pbx.mode must be \"dial\" or \"sip\", not {other:?}"),
+                },
+                (None, Some(number), None, None) => Target::Number {
+                    number,
+                    send_digits: t.send_digits,
+                },
+                (None, None, Some(uri), None) => Target::Sip { uri },
+                (None, None, None, Some(name)) => Target::Queue { name },
+                _ => bail!(
+                    "target {name:?} must have exactly one of extension, number, sip or queue"
+                ),
+            };
+            if let Target::Number {
+                send_digits: Some(d),
+                ..
+            } = &target
+            {
+                if !d
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"wW*#".contains(&b))
+                {
+                    bail!("target {name:?}: send_digits may hold only 0-9, *, # and w");
+                }
+            }
+            targets.insert(name, target);
+        }
+
+        let tz_name = file
+            .hours
+            .time_zone
+            .as_deref()
+            .unwrap_or("America/Winnipeg");
+        let tz = tz_name
+            .parse()
+            .map_err(|_| anyhow!("hours.time_zone {tz_name:?} is not an IANA time zone"))?;
+        let mut weekly: [Vec<Span>; 7] = Default::default();
+        for (day, spans) in file.hours.weekly.unwrap_or_else(default_weekly) {
+            let i = hours::weekday_index(&day)
+                .ok_or_else(|| anyhow!("hours.weekly: {day:?} is not a weekday"))?;
+            weekly[i] = hours::parse_day(&spans).map_err(|e| anyhow!("hours.weekly.{day}: {e}"))?;
+        }
+        let mut holidays = BTreeSet::new();
+        for d in file.hours.holidays.unwrap_or_default() {
+            holidays.insert(
+                NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                    .map_err(|_| anyhow!("hours.holidays: {d:?} is not a date like 2026-12-25"))?,
+            );
+        }
+        let mut contacts = default_contacts();
+        contacts.extend(file.contacts);
+
+        Ok(Self {
+            listen,
+            database_url: file
+                .database_url
+                .unwrap_or_else(|| "sqlite://ivr.db".into()),
+            public_url: file.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            flows_dir: file.flows_dir.unwrap_or_else(|| "ivr_flows".into()),
+            twilio_auth_token: None,
+            api_token: None,
+            brand: file.brand.unwrap_or_else(|| "Example Furniture".into()),
+            website: file.website.unwrap_or_else(|| "www.example.com".into()),
+            texting_number: file.texting_number.unwrap_or_else(|| "274539".into()),
+            guest_care_number: file
+                .lines
+                .guest_care
+                .unwrap_or_else(|| GUEST_CARE_NUMBER.into()),
+            stores: file.lines.stores,
+            guest_care_flow: file
+                .lines
+                .guest_care_flow
+                .unwrap_or_else(|| "guest_care".into()),
+            store_flow: file.lines.store_flow.unwrap_or_else(|| "store".into()),
+            targets,
+            schedule: Schedule {
+                tz,
+                weekly,
+                holidays,
+            },
+            contacts,
+            say_voice: file.say.voice,
+            say_language: file.say.language.unwrap_or_else(|| "en-US".into()),
+            dial_timeout: file.dial_timeout.unwrap_or(30),
+            voicemail_max_seconds: file.voicemail_max_seconds.unwrap_or(120),
+        })
+    }
+
+    /// Applies the `IVR_*` and `TWILIO_AUTH_TOKEN` environment overrides.
+    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+        if let Some(v) = env("IVR_LISTEN") {
+            self.listen = v
+                .parse()
+                .with_context(|| format!("IVR_LISTEN={v:?} is not an address like 0.0.0.0:8080"))?;
+        }
+        if let Some(v) = env("IVR_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = env("IVR_PUBLIC_URL") {
+            self.public_url = Some(v.trim_end_matches('/').to_string());
+        }
+        if let Some(v) = env("IVR_FLOWS_DIR") {
+            self.flows_dir = v.into();
+        }
+        self.twilio_auth_token = env("TWILIO_AUTH_TOKEN").map(Secret::new);
+        self.api_token = env("IVR_API_TOKEN").map(Secret::new);
+        self.validate()
+    }
+
+    /// Checks what the parts cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("IVR_PUBLIC_URL must start with http:// or https://");
+            }
+        }
+        Ok(())
+    }
+
+    /// The store name for a called number: the configured one, or the brand.
+    pub fn store_name(&self, to: &str) -> &str {
+        self.stores
+            .get(to)
+            .map(String::as_str)
+            .unwrap_or(&self.brand)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_route_extensions_through_the_main_number() -> anyhow::Result<()> {
+        let cfg = Config::from_toml("")?;
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            cfg.targets.get("oom"),
+            Some(&Target::Number {
+                number: "+18007373233".into(),
+                send_digits: Some("ww350152".into())
+            })
+        );
+        assert_eq!(
+            cfg.targets.get("escalation_queue"),
+            Some(&Target::Queue {
+                name: "escalation".into()
+            })
+        );
+        assert!(cfg.contacts.values().all(|c| c.ends_with("@example.com")));
+        Ok(())
+    }
+
+    #[test]
+    fn sip_mode_reaches_extensions_as_sip_uris() -> anyhow::Result<()> {
+        let cfg = Config::from_toml("[pbx]\nmode = \"sip\"\nsip_domain = \"pbx.example.com\"\n")?;
+        assert_eq!(
+            cfg.targets.get("after_sales"),
+            Some(&Target::Sip {
+                uri: "sip:2005@pbx.example.com".into()
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_hours_are_refused() {
+        assert!(Config::from_toml("lisen = \"x\"").is_err());
+        assert!(Config::from_toml("[hours.weekly]\nmonday = \"9-5\"").is_err());
+        assert!(Config::from_toml("[hours]\ntime_zone = \"Mars/Base\"").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        assert_eq!(format!("{:?}", Secret::new("abc")), "Secret(<redacted>)");
+    }
+}

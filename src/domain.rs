@@ -1,0 +1,205 @@
+//! Domain newtypes parsed at the edge: call ids, phone numbers, digits, ticket numbers.
+
+use std::fmt;
+
+/// A Twilio call identifier (`CA` followed by 32 hex digits on Twilio; other platforms differ).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallSid(String);
+
+impl CallSid {
+    /// Accepts 1 to 64 ASCII letters, digits, `-` or `_`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("CallSid must be 1 to 64 letters, digits, '-' or '_'".into())
+        }
+    }
+
+    /// The identifier as sent by the platform.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A caller or called number. `Display` masks all but the last four digits, so it is
+/// safe in logs; `as_str` gives the full number for the records managers read.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Keeps what the platform sent (E.164, a SIP URI, or words such as `anonymous`),
+    /// trimmed and bounded; control characters are dropped.
+    pub fn parse(raw: &str) -> Self {
+        let cleaned: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        Self(cleaned)
+    }
+
+    /// The full number, for storage only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The number masked to its last four digits, e.g. `+1******1234`.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.0)
+    }
+}
+
+/// Masks every digit but the last four; keeps a leading `+1`-style country code short.
+pub fn mask_phone(raw: &str) -> String {
+    let digits: Vec<char> = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return if raw.is_empty() {
+            String::new()
+        } else {
+            "***".into()
+        };
+    }
+    let keep = digits.len().min(4);
+    let last: String = digits[digits.len() - keep..].iter().collect();
+    let prefix = if raw.starts_with("+1") && digits.len() == 11 {
+        "+1"
+    } else if raw.starts_with('+') {
+        "+"
+    } else {
+        ""
+    };
+    let hidden = digits.len() - keep - prefix.chars().filter(char::is_ascii_digit).count();
+    format!("{prefix}{}{last}", "*".repeat(hidden))
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+/// Keypad input from a Gather: only `0-9`, `*` and `#`, at most 32 keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digits(String);
+
+impl Digits {
+    /// Parses keypad input; anything else is rejected.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.len() <= 32
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+        {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("Digits may only hold 0-9, * and #, at most 32 keys".into())
+        }
+    }
+
+    /// The keys pressed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when nothing was pressed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A human-friendly ticket number, `GC-000123`, derived from the ticket's row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TicketNumber(pub i64);
+
+impl TicketNumber {
+    /// Parses `GC-000123` (case-insensitive prefix) or a bare number.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let digits = raw
+            .strip_prefix("GC-")
+            .or_else(|| raw.strip_prefix("gc-"))
+            .unwrap_or(raw);
+        digits
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Self)
+            .ok_or_else(|| format!("not a ticket number: {raw:?} (expected GC-000123)"))
+    }
+
+    /// Digits of the number spaced out so text-to-speech reads them one by one.
+    pub fn spoken(&self) -> String {
+        let text = self.to_string();
+        let digits: Vec<String> = text
+            .trim_start_matches("GC-")
+            .chars()
+            .map(String::from)
+            .collect();
+        format!("G C {}", digits.join(" "))
+    }
+}
+
+impl fmt::Display for TicketNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GC-{:06}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_north_american_number_is_masked_to_its_last_four_digits() {
+        assert_eq!(
+            PhoneNumber::parse("+12045551234").to_string(),
+            "+1******1234"
+        );
+        assert_eq!(mask_phone("+442071234567"), "+********4567");
+        assert_eq!(mask_phone("anonymous"), "***");
+        assert_eq!(mask_phone("12"), "12");
+    }
+
+    #[test]
+    fn call_sids_with_markup_are_rejected() {
+        assert!(CallSid::parse("CA0123456789abcdef0123456789abcdef").is_ok());
+        assert!(CallSid::parse("").is_err());
+        assert!(CallSid::parse("CA<script>").is_err());
+    }
+
+    #[test]
+    fn digits_accept_only_keypad_keys() {
+        assert_eq!(Digits::parse(" 12*# ").map(|d| d.0), Ok("12*#".into()));
+        assert!(Digits::parse("1a").is_err());
+    }
+
+    #[test]
+    fn ticket_numbers_round_trip_through_their_display_form() {
+        let n = TicketNumber(123);
+        assert_eq!(n.to_string(), "GC-000123");
+        assert_eq!(TicketNumber::parse("GC-000123"), Ok(n));
+        assert_eq!(TicketNumber::parse("123"), Ok(n));
+        assert!(TicketNumber::parse("GC-abc").is_err());
+        assert_eq!(n.spoken(), "G C 0 0 0 1 2 3");
+    }
+}

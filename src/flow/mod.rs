@@ -1,0 +1,1012 @@
+//! Flows: the call menus as data. Loading and validation live here; the step function in `engine`.
+//!
+//! A flow file `ivr_flows/NAME.toml` holds `[nodes.ID]` tables, each with a `kind`. A node is
+//! referred to as `ID` within its own flow or `FLOW.ID` from any flow.
+
+pub mod engine;
+
+use crate::config::{Config, Target};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Ticket categories of the Service Desk.
+pub const CATEGORIES: &[&str] = &["Initial", "Follow-Up", "OOM"];
+
+/// The node every internal error is routed to: an apology and the safe route.
+pub const ERROR_ENTRY: &str = "common.error";
+
+/// Placeholders a prompt may use; filled from configuration and the call.
+pub const PROMPT_PLACEHOLDERS: &[&str] = &[
+    "store_name",
+    "brand",
+    "website",
+    "texting_number",
+    "hours",
+    "ticket_number",
+];
+
+/// Placeholders a notification may use, beyond those of prompts.
+pub const NOTIFY_PLACEHOLDERS: &[&str] = &["caller", "call_sid", "store_name", "ticket_number"];
+
+/// A node's full name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeRef {
+    /// Flow (file stem).
+    pub flow: String,
+    /// Node id within the flow.
+    pub node: String,
+}
+
+impl NodeRef {
+    /// Parses `flow.node`, the form used in webhook URLs.
+    pub fn parse_qualified(raw: &str) -> Option<Self> {
+        let (flow, node) = raw.split_once('.')?;
+        (is_ident(flow) && is_ident(node)).then(|| Self {
+            flow: flow.into(),
+            node: node.into(),
+        })
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.flow, self.node)
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A menu: a prompt, keypad options, and what to do on no or wrong input.
+#[derive(Debug, Clone)]
+pub struct Menu {
+    /// Spoken while waiting for a key.
+    pub prompt: String,
+    /// Key → node.
+    pub options: Vec<(char, NodeRef)>,
+    /// Said before the prompt is repeated after silence.
+    pub no_input: String,
+    /// Said before the prompt is repeated after a wrong key.
+    pub invalid: String,
+    /// Where the caller goes after the last failed attempt.
+    pub fallback: NodeRef,
+    /// Seconds to wait for a key.
+    pub timeout: u32,
+    /// Attempts before the fallback.
+    pub attempts: u32,
+}
+
+/// A transfer to a named target.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Target name from configuration.
+    pub target: String,
+    /// Where the caller goes when Guest Care is closed.
+    pub closed: NodeRef,
+    /// Where the caller goes when the transfer fails.
+    pub failed: NodeRef,
+    /// What callers hear while they wait in a queue.
+    pub wait_message: Option<String>,
+}
+
+/// A voicemail: prompt, recording, and the ticket to open when the call has none.
+#[derive(Debug, Clone)]
+pub struct Voicemail {
+    /// Said before the beep.
+    pub prompt: String,
+    /// Longest recording in seconds; configuration's default when unset.
+    pub max_length: Option<u32>,
+    /// Category of the ticket opened when the call has none yet.
+    pub ticket_category: String,
+    /// Reason of that ticket.
+    pub ticket_reason: String,
+    /// Where the call goes after the recording.
+    pub next: NodeRef,
+}
+
+/// What a node does.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// Wait for a key.
+    Menu(Menu),
+    /// Say something and go on.
+    Say {
+        /// Spoken text.
+        text: String,
+        /// Next node.
+        next: NodeRef,
+    },
+    /// Transfer the caller.
+    Transfer(Transfer),
+    /// Open a ticket and go on.
+    Ticket {
+        /// Category.
+        category: String,
+        /// Reason.
+        reason: String,
+        /// Next node.
+        next: NodeRef,
+    },
+    /// Branch on Guest Care hours.
+    Hours {
+        /// When open.
+        open: NodeRef,
+        /// When closed.
+        closed: NodeRef,
+    },
+    /// Record a voicemail.
+    Voicemail(Voicemail),
+    /// Queue an e-mail to a named contact and go on.
+    Notify {
+        /// Contact name.
+        contact: String,
+        /// Subject.
+        subject: String,
+        /// Body.
+        body: String,
+        /// Next node.
+        next: NodeRef,
+    },
+    /// Say goodbye and hang up.
+    Hangup {
+        /// Spoken before hanging up.
+        text: Option<String>,
+    },
+    /// Go to another node, in this or another flow.
+    Goto {
+        /// The node.
+        next: NodeRef,
+    },
+}
+
+impl Node {
+    /// The kind's name as written in flow files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::Menu(_) => "menu",
+            Node::Say { .. } => "say",
+            Node::Transfer(_) => "transfer",
+            Node::Ticket { .. } => "ticket",
+            Node::Hours { .. } => "hours",
+            Node::Voicemail(_) => "voicemail",
+            Node::Notify { .. } => "notify",
+            Node::Hangup { .. } => "hangup",
+            Node::Goto { .. } => "goto",
+        }
+    }
+
+    /// Nodes this one can lead to.
+    pub fn exits(&self) -> Vec<&NodeRef> {
+        match self {
+            Node::Menu(m) => m
+                .options
+                .iter()
+                .map(|(_, r)| r)
+                .chain(std::iter::once(&m.fallback))
+                .collect(),
+            Node::Say { next, .. }
+            | Node::Ticket { next, .. }
+            | Node::Notify { next, .. }
+            | Node::Goto { next } => vec![next],
+            Node::Transfer(t) => vec![&t.closed, &t.failed],
+            Node::Hours { open, closed } => vec![open, closed],
+            Node::Voicemail(v) => vec![&v.next],
+            Node::Hangup { .. } => vec![],
+        }
+    }
+
+    /// Whether the node stops and waits for the caller or the platform (or ends the call).
+    pub fn waits(&self) -> bool {
+        matches!(
+            self,
+            Node::Menu(_) | Node::Transfer(_) | Node::Voicemail(_) | Node::Hangup { .. }
+        )
+    }
+}
+
+/// One loaded flow file.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// File stem.
+    pub name: String,
+    /// Where the file was read from.
+    pub file: PathBuf,
+    /// Entry node, for flows that answer a line.
+    pub start: Option<String>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<String, Node>,
+    /// Content hash of the file.
+    pub version: String,
+}
+
+/// All flows, validated together.
+#[derive(Debug, Clone)]
+pub struct FlowSet {
+    /// Flows by name.
+    pub flows: BTreeMap<String, Flow>,
+    /// Content hash of every file, the version recorded with each call.
+    pub version: String,
+}
+
+impl FlowSet {
+    /// Looks up a node.
+    pub fn node(&self, r: &NodeRef) -> Option<&Node> {
+        self.flows.get(&r.flow)?.nodes.get(&r.node)
+    }
+
+    /// The start node of a flow.
+    pub fn start(&self, flow: &str) -> Option<NodeRef> {
+        let f = self.flows.get(flow)?;
+        f.start.as_ref().map(|s| NodeRef {
+            flow: flow.into(),
+            node: s.clone(),
+        })
+    }
+}
+
+/// One problem found in a flow file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File the problem is in.
+    pub file: String,
+    /// Line, 1-based, when known.
+    pub line: Option<usize>,
+    /// Node id, when the problem belongs to one.
+    pub node: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(n) = &self.node {
+            write!(f, ": node `{n}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found while loading flows.
+#[derive(Debug, Clone)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        write!(f, "{} problem(s) in flows", self.0.len())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[allow(dead_code)]
+    description: Option<String>,
+    start: Option<String>,
+    #[serde(default)]
+    nodes: BTreeMap<String, toml::Spanned<RawNode>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    kind: Option<String>,
+    prompt: Option<String>,
+    text: Option<String>,
+    options: Option<Vec<RawOption>>,
+    no_input: Option<String>,
+    invalid: Option<String>,
+    fallback: Option<String>,
+    timeout: Option<u32>,
+    attempts: Option<u32>,
+    next: Option<String>,
+    target: Option<String>,
+    closed: Option<String>,
+    open: Option<String>,
+    failed: Option<String>,
+    wait_message: Option<String>,
+    category: Option<String>,
+    reason: Option<String>,
+    max_length: Option<u32>,
+    ticket_category: Option<String>,
+    ticket_reason: Option<String>,
+    contact: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOption {
+    digit: String,
+    next: String,
+}
+
+/// Loads and validates every `*.toml` in `dir` against the configuration.
+pub fn load_dir(dir: &Path, config: &Config) -> Result<FlowSet, Problems> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            return Err(Problems(vec![Problem {
+                file: dir.display().to_string(),
+                line: None,
+                node: None,
+                message: format!("cannot read the flows directory: {e}"),
+            }]))
+        }
+    };
+    files.sort();
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push((path, text)),
+            Err(e) => problems.push(Problem {
+                file: path.display().to_string(),
+                line: None,
+                node: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    load_sources(&sources, config)
+}
+
+/// Loads flows from `(path, text)` pairs; the file stem names the flow.
+pub fn load_sources(sources: &[(PathBuf, String)], config: &Config) -> Result<FlowSet, Problems> {
+    let mut loader = Loader {
+        problems: Vec::new(),
+        config,
+    };
+    let mut flows = BTreeMap::new();
+    let mut lines: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut set_hash = Sha256::new();
+    for (path, text) in sources {
+        let file = path.display().to_string();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_ident(&name) {
+            loader.problem(
+                &file,
+                None,
+                None,
+                "a flow file name may use only a-z, 0-9 and _".into(),
+            );
+            continue;
+        }
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(text, s.start));
+                loader.problem(&file, line, None, e.message().to_string());
+                continue;
+            }
+        };
+        let file_hash = hex(&Sha256::digest(text.as_bytes()));
+        set_hash.update(name.as_bytes());
+        set_hash.update(file_hash.as_bytes());
+        let mut node_lines = BTreeMap::new();
+        let mut nodes = BTreeMap::new();
+        for (id, spanned) in raw.nodes {
+            let line = line_of(text, spanned.span().start);
+            node_lines.insert(id.clone(), line);
+            if !is_ident(&id) {
+                loader.problem(
+                    &file,
+                    Some(line),
+                    Some(&id),
+                    "node ids may use only a-z, 0-9 and _".into(),
+                );
+                continue;
+            }
+            let mut ctx = NodeCtx {
+                loader: &mut loader,
+                file: &file,
+                flow: &name,
+                id: &id,
+                line,
+            };
+            if let Some(node) = ctx.build(spanned.into_inner()) {
+                nodes.insert(id, node);
+            }
+        }
+        if let Some(start) = &raw.start {
+            if !node_lines.contains_key(start) {
+                loader.problem(
+                    &file,
+                    None,
+                    None,
+                    format!("start node `{start}` does not exist"),
+                );
+            }
+        }
+        lines.insert(name.clone(), node_lines);
+        flows.insert(
+            name.clone(),
+            Flow {
+                name,
+                file: path.clone(),
+                start: raw.start,
+                nodes,
+                version: file_hash[..12].to_string(),
+            },
+        );
+    }
+    let set = FlowSet {
+        flows,
+        version: hex(&set_hash.finalize())[..12].to_string(),
+    };
+    loader.check_graph(&set, &lines);
+    if loader.problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(Problems(loader.problems))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map(|t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+        .unwrap_or(1)
+}
+
+struct Loader<'a> {
+    problems: Vec<Problem>,
+    config: &'a Config,
+}
+
+impl Loader<'_> {
+    fn problem(&mut self, file: &str, line: Option<usize>, node: Option<&str>, message: String) {
+        self.problems.push(Problem {
+            file: file.into(),
+            line,
+            node: node.map(str::to_owned),
+            message,
+        });
+    }
+
+    /// Checks what needs every flow: references, reachability, loops that never wait.
+    fn check_graph(&mut self, set: &FlowSet, lines: &BTreeMap<String, BTreeMap<String, usize>>) {
+        let where_is = |r: &NodeRef| -> (String, Option<usize>) {
+            let file = set
+                .flows
+                .get(&r.flow)
+                .map(|f| f.file.display().to_string())
+                .unwrap_or_else(|| format!("{}.toml", r.flow));
+            let line = lines.get(&r.flow).and_then(|l| l.get(&r.node)).copied();
+            (file, line)
+        };
+        // Unknown references.
+        let mut broken = false;
+        for flow in set.flows.values() {
+            for (id, node) in &flow.nodes {
+                for exit in node.exits() {
+                    let exists = lines
+                        .get(&exit.flow)
+                        .is_some_and(|l| l.contains_key(&exit.node));
+                    if !exists {
+                        broken = true;
+                        let (file, line) = where_is(&NodeRef {
+                            flow: flow.name.clone(),
+                            node: id.clone(),
+                        });
+                        self.problem(
+                            &file,
+                            line,
+                            Some(id),
+                            format!("refers to unknown node `{exit}`"),
+                        );
+                    }
+                }
+            }
+        }
+        // Entry points the server relies on.
+        let mut roots: Vec<NodeRef> = Vec::new();
+        for (what, flow) in [
+            ("lines.guest_care_flow", &self.config.guest_care_flow),
+            ("lines.store_flow", &self.config.store_flow),
+        ] {
+            match set.start(flow) {
+                Some(r) => roots.push(r),
+                None => self.problem(
+                    &format!("{flow}.toml"),
+                    None,
+                    None,
+                    format!("flow `{flow}` ({what}) must exist and have a `start` node"),
+                ),
+            }
+        }
+        match NodeRef::parse_qualified(ERROR_ENTRY) {
+            Some(r) if set.node(&r).is_some() => roots.push(r),
+            _ => self.problem(
+                "common.toml",
+                None,
+                None,
+                format!("node `{ERROR_ENTRY}` (the apology and safe route after an internal error) must exist"),
+            ),
+        }
+        roots.extend(set.flows.keys().filter_map(|f| set.start(f)));
+        if broken {
+            return;
+        }
+        // Reachability from every entry point.
+        let mut seen: BTreeSet<NodeRef> = BTreeSet::new();
+        let mut stack = roots;
+        while let Some(r) = stack.pop() {
+            if let Some(node) = set.node(&r) {
+                if seen.insert(r.clone()) {
+                    stack.extend(node.exits().into_iter().cloned());
+                }
+            }
+        }
+        for flow in set.flows.values() {
+            for id in flow.nodes.keys() {
+                let r = NodeRef {
+                    flow: flow.name.clone(),
+                    node: id.clone(),
+                };
+                if !seen.contains(&r) {
+                    let (file, line) = where_is(&r);
+                    self.problem(
+                        &file,
+                        line,
+                        Some(id),
+                        "is unreachable: no start node or other node leads to it".into(),
+                    );
+                }
+            }
+        }
+        // A chain of nodes that never waits for the caller must end somewhere.
+        for flow in set.flows.values() {
+            for (id, node) in &flow.nodes {
+                if node.waits() {
+                    continue;
+                }
+                let start = NodeRef {
+                    flow: flow.name.clone(),
+                    node: id.clone(),
+                };
+                if loops_without_waiting(set, &start) {
+                    let (file, line) = where_is(&start);
+                    self.problem(
+                        &file,
+                        line,
+                        Some(id),
+                        "has no way out: it loops back to itself without waiting for the caller"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether following non-waiting nodes from `start` can come back to `start`.
+fn loops_without_waiting(set: &FlowSet, start: &NodeRef) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<NodeRef> = set
+        .node(start)
+        .map(|n| n.exits().into_iter().cloned().collect())
+        .unwrap_or_default();
+    while let Some(r) = stack.pop() {
+        if &r == start {
+            return true;
+        }
+        if !seen.insert(r.clone()) {
+            continue;
+        }
+        if let Some(node) = set.node(&r) {
+            if !node.waits() {
+                stack.extend(node.exits().into_iter().cloned());
+            }
+        }
+    }
+    false
+}
+
+struct NodeCtx<'a, 'b> {
+    loader: &'a mut Loader<'b>,
+    file: &'a str,
+    flow: &'a str,
+    id: &'a str,
+    line: usize,
+}
+
+impl NodeCtx<'_, '_> {
+    fn err(&mut self, message: String) {
+        self.loader
+            .problem(self.file, Some(self.line), Some(self.id), message);
+    }
+
+    fn required(&mut self, value: Option<String>, field: &str, kind: &str) -> Option<String> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Some(v),
+            _ => {
+                self.err(format!("a {kind} node needs `{field}`"));
+                None
+            }
+        }
+    }
+
+    fn text(
+        &mut self,
+        value: Option<String>,
+        field: &str,
+        kind: &str,
+        allowed: &[&str],
+    ) -> Option<String> {
+        let v = self.required(value, field, kind)?;
+        self.placeholders(&v, field, allowed);
+        Some(v)
+    }
+
+    fn placeholders(&mut self, text: &str, field: &str, allowed: &[&str]) {
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                self.err(format!("`{field}` has a `{{` without a closing `}}`"));
+                return;
+            };
+            let name = &after[..close];
+            if !allowed.contains(&name) {
+                self.err(format!(
+                    "`{field}` uses unknown placeholder {{{name}}}; known: {}",
+                    allowed.join(", ")
+                ));
+            }
+            rest = &after[close + 1..];
+        }
+    }
+
+    fn reference(&mut self, value: Option<String>, field: &str, kind: &str) -> Option<NodeRef> {
+        let v = self.required(value, field, kind)?;
+        self.parse_ref(&v, field)
+    }
+
+    fn parse_ref(&mut self, v: &str, field: &str) -> Option<NodeRef> {
+        let r = match v.split_once('.') {
+            Some((flow, node)) => NodeRef {
+                flow: flow.into(),
+                node: node.into(),
+            },
+            None => NodeRef {
+                flow: self.flow.into(),
+                node: v.into(),
+            },
+        };
+        if is_ident(&r.flow) && is_ident(&r.node) {
+            Some(r)
+        } else {
+            self.err(format!(
+                "`{field}` = {v:?} is not a node id (`node` or `flow.node`)"
+            ));
+            None
+        }
+    }
+
+    fn default_ref(
+        &mut self,
+        value: Option<String>,
+        field: &str,
+        default: &str,
+    ) -> Option<NodeRef> {
+        let v = value.unwrap_or_else(|| default.into());
+        self.parse_ref(&v, field)
+    }
+
+    fn category(&mut self, value: Option<String>, field: &str, kind: &str) -> Option<String> {
+        let c = self.required(value, field, kind)?;
+        if CATEGORIES.contains(&c.as_str()) {
+            Some(c)
+        } else {
+            self.err(format!(
+                "unknown ticket category {c:?}; known: {}",
+                CATEGORIES.join(", ")
+            ));
+            None
+        }
+    }
+
+    /// Reports fields set on a node whose kind does not use them.
+    fn unused(&mut self, kind: &str, fields: &[(&str, bool)]) {
+        for (name, set) in fields {
+            if *set {
+                self.err(format!("`{name}` does not apply to a {kind} node"));
+            }
+        }
+    }
+
+    fn build(&mut self, raw: RawNode) -> Option<Node> {
+        let Some(kind) = raw.kind.clone() else {
+            self.err("needs a `kind` (menu, say, transfer, ticket, hours, voicemail, notify, hangup or goto)".into());
+            return None;
+        };
+        let kind = kind.as_str();
+        let used: &[&str] = match kind {
+            "menu" => &[
+                "prompt", "options", "no_input", "invalid", "fallback", "timeout", "attempts",
+            ],
+            "say" => &["text", "next"],
+            "transfer" => &["target", "closed", "failed", "wait_message"],
+            "ticket" => &["category", "reason", "next"],
+            "hours" => &["open", "closed"],
+            "voicemail" => &[
+                "prompt",
+                "max_length",
+                "ticket_category",
+                "ticket_reason",
+                "next",
+            ],
+            "notify" => &["contact", "subject", "body", "next"],
+            "hangup" => &["text"],
+            "goto" => &["next"],
+            other => {
+                self.err(format!("unknown kind {other:?}; known: menu, say, transfer, ticket, hours, voicemail, notify, hangup, goto"));
+                return None;
+            }
+        };
+        let present = [
+            ("prompt", raw.prompt.is_some()),
+            ("text", raw.text.is_some()),
+            ("options", raw.options.is_some()),
+            ("no_input", raw.no_input.is_some()),
+            ("invalid", raw.invalid.is_some()),
+            ("fallback", raw.fallback.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("attempts", raw.attempts.is_some()),
+            ("next", raw.next.is_some()),
+            ("target", raw.target.is_some()),
+            ("closed", raw.closed.is_some()),
+            ("open", raw.open.is_some()),
+            ("failed", raw.failed.is_some()),
+            ("wait_message", raw.wait_message.is_some()),
+            ("category", raw.category.is_some()),
+            ("reason", raw.reason.is_some()),
+            ("max_length", raw.max_length.is_some()),
+            ("ticket_category", raw.ticket_category.is_some()),
+            ("ticket_reason", raw.ticket_reason.is_some()),
+            ("contact", raw.contact.is_some()),
+            ("subject", raw.subject.is_some()),
+            ("body", raw.body.is_some()),
+        ];
+        let extra: Vec<(&str, bool)> = present
+            .iter()
+            .filter(|(name, _)| !used.contains(name))
+            .copied()
+            .collect();
+        self.unused(kind, &extra);
+        let p = PROMPT_PLACEHOLDERS;
+        let next_or_dead_end = |ctx: &mut Self, next: Option<String>| -> Option<NodeRef> {
+            match next {
+                Some(n) => ctx.parse_ref(&n, "next"),
+                None => {
+                    ctx.err(format!("has no way out: a {kind} node needs `next`"));
+                    None
+                }
+            }
+        };
+        match kind {
+            "menu" => {
+                let prompt = self.text(raw.prompt, "prompt", kind, p);
+                let no_input = match raw.no_input {
+                    Some(t) => Some(t),
+                    None => {
+                        self.err("a menu needs no-input handling: set `no_input`, said when the caller presses nothing".into());
+                        None
+                    }
+                };
+                let invalid = match raw.invalid {
+                    Some(t) => Some(t),
+                    None => {
+                        self.err("a menu needs invalid-input handling: set `invalid`, said when the caller presses a wrong key".into());
+                        None
+                    }
+                };
+                let fallback = match raw.fallback {
+                    Some(f) => self.parse_ref(&f, "fallback"),
+                    None => {
+                        self.err("a menu needs `fallback`, where callers go after the last failed attempt".into());
+                        None
+                    }
+                };
+                let mut options = Vec::new();
+                let mut seen = BTreeSet::new();
+                let raw_options = raw.options.unwrap_or_default();
+                if raw_options.is_empty() {
+                    self.err("a menu needs at least one entry in `options`".into());
+                }
+                for o in raw_options {
+                    let mut chars = o.digit.chars();
+                    let digit = match (chars.next(), chars.next()) {
+                        (Some(c), None) if c.is_ascii_digit() || c == '#' => c,
+                        (Some('*'), None) => {
+                            self.err("digit `*` is reserved: it repeats the menu".into());
+                            continue;
+                        }
+                        _ => {
+                            self.err(format!(
+                                "option digit {:?} must be one key, 0-9 or #",
+                                o.digit
+                            ));
+                            continue;
+                        }
+                    };
+                    if !seen.insert(digit) {
+                        self.err(format!("duplicate digit `{digit}` in the menu's options"));
+                        continue;
+                    }
+                    if let Some(r) = self.parse_ref(&o.next, "options.next") {
+                        options.push((digit, r));
+                    }
+                }
+                let timeout = raw.timeout.unwrap_or(5);
+                if !(1..=60).contains(&timeout) {
+                    self.err("`timeout` must be 1 to 60 seconds".into());
+                }
+                let attempts = raw.attempts.unwrap_or(3);
+                if !(1..=5).contains(&attempts) {
+                    self.err("`attempts` must be 1 to 5".into());
+                }
+                for (field, t) in [("no_input", &no_input), ("invalid", &invalid)] {
+                    if let Some(t) = t {
+                        self.placeholders(t, field, p);
+                    }
+                }
+                Some(Node::Menu(Menu {
+                    prompt: prompt?,
+                    options,
+                    no_input: no_input?,
+                    invalid: invalid?,
+                    fallback: fallback?,
+                    timeout,
+                    attempts,
+                }))
+            }
+            "say" => {
+                let text = self.text(raw.text, "text", kind, p);
+                let next = next_or_dead_end(self, raw.next);
+                Some(Node::Say {
+                    text: text?,
+                    next: next?,
+                })
+            }
+            "transfer" => {
+                let target = self.required(raw.target, "target", kind)?;
+                let Some(t) = self.loader.config.targets.get(&target).cloned() else {
+                    let known: Vec<&str> = self
+                        .loader
+                        .config
+                        .targets
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    self.err(format!(
+                        "unknown target `{target}`; configured: {}",
+                        known.join(", ")
+                    ));
+                    return None;
+                };
+                let is_queue = matches!(t, Target::Queue { .. });
+                if is_queue && raw.wait_message.is_none() {
+                    self.err(format!("target `{target}` is a queue: set `wait_message`, said while the caller waits"));
+                }
+                if !is_queue && raw.wait_message.is_some() {
+                    self.err(format!(
+                        "`wait_message` applies only to queue targets, and `{target}` is not one"
+                    ));
+                }
+                if let Some(w) = &raw.wait_message {
+                    self.placeholders(w, "wait_message", p);
+                }
+                let closed = self.default_ref(raw.closed, "closed", "common.closed");
+                let failed = self.default_ref(raw.failed, "failed", "common.transfer_failed");
+                Some(Node::Transfer(Transfer {
+                    target,
+                    closed: closed?,
+                    failed: failed?,
+                    wait_message: raw.wait_message,
+                }))
+            }
+            "ticket" => {
+                let category = self.category(raw.category, "category", kind);
+                let reason = self.required(raw.reason, "reason", kind);
+                let next = next_or_dead_end(self, raw.next);
+                Some(Node::Ticket {
+                    category: category?,
+                    reason: reason?,
+                    next: next?,
+                })
+            }
+            "hours" => {
+                let open = self.reference(raw.open, "open", kind);
+                let closed = self.reference(raw.closed, "closed", kind);
+                Some(Node::Hours {
+                    open: open?,
+                    closed: closed?,
+                })
+            }
+            "voicemail" => {
+                let prompt = self.text(raw.prompt, "prompt", kind, p);
+                let category = self.category(raw.ticket_category, "ticket_category", kind);
+                let reason = self.required(raw.ticket_reason, "ticket_reason", kind);
+                let next = next_or_dead_end(self, raw.next);
+                if raw.max_length.is_some_and(|m| !(5..=3600).contains(&m)) {
+                    self.err("`max_length` must be 5 to 3600 seconds".into());
+                }
+                Some(Node::Voicemail(Voicemail {
+                    prompt: prompt?,
+                    max_length: raw.max_length,
+                    ticket_category: category?,
+                    ticket_reason: reason?,
+                    next: next?,
+                }))
+            }
+            "notify" => {
+                let contact = self.required(raw.contact, "contact", kind);
+                if let Some(c) = &contact {
+                    if !self.loader.config.contacts.contains_key(c) {
+                        let known: Vec<&str> = self
+                            .loader
+                            .config
+                            .contacts
+                            .keys()
+                            .map(String::as_str)
+                            .collect();
+                        self.err(format!(
+                            "unknown contact `{c}`; configured: {}",
+                            known.join(", ")
+                        ));
+                    }
+                }
+                let subject = self.text(raw.subject, "subject", kind, NOTIFY_PLACEHOLDERS);
+                let body = self.text(raw.body, "body", kind, NOTIFY_PLACEHOLDERS);
+                let next = next_or_dead_end(self, raw.next);
+                Some(Node::Notify {
+                    contact: contact?,
+                    subject: subject?,
+                    body: body?,
+                    next: next?,
+                })
+            }
+            "hangup" => {
+                if let Some(t) = &raw.text {
+                    self.placeholders(t, "text", p);
+                }
+                Some(Node::Hangup { text: raw.text })
+            }
+            "goto" => {
+                let next = next_or_dead_end(self, raw.next);
+                Some(Node::Goto { next: next? })
+            }
+            _ => None,
+        }
+    }
+}

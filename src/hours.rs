@@ -1,0 +1,232 @@
+//! Guest Care opening hours: a weekly schedule in a time zone, holidays, and a manager's override.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// A manager's manual override of the schedule, stored in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverrideState {
+    /// Guest Care is open whatever the schedule says.
+    Open,
+    /// Guest Care is closed whatever the schedule says.
+    Closed,
+}
+
+impl OverrideState {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "open" => Some(Self::Open),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// One opening span within a day, local time; `end` is exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Opening time.
+    pub start: NaiveTime,
+    /// Closing time.
+    pub end: NaiveTime,
+}
+
+/// The weekly schedule, holidays and time zone of Guest Care.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Time zone the schedule is written in.
+    pub tz: Tz,
+    /// Spans per weekday, Monday first.
+    pub weekly: [Vec<Span>; 7],
+    /// Days Guest Care is closed all day.
+    pub holidays: BTreeSet<NaiveDate>,
+}
+
+const DAY_NAMES: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+impl Schedule {
+    /// Whether Guest Care is open at `now`, the override winning over the schedule.
+    pub fn is_open(&self, now: DateTime<Utc>, over: Option<OverrideState>) -> bool {
+        match over {
+            Some(OverrideState::Open) => return true,
+            Some(OverrideState::Closed) => return false,
+            None => {}
+        }
+        let local = now.with_timezone(&self.tz);
+        if self.holidays.contains(&local.date_naive()) {
+            return false;
+        }
+        let time = local.time();
+        self.weekly[local.weekday().num_days_from_monday() as usize]
+            .iter()
+            .any(|s| s.start <= time && time < s.end)
+    }
+
+    /// The hours in words, for the closed message: days with the same hours are grouped.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut day = 0;
+        while day < 7 {
+            let spans = &self.weekly[day];
+            let mut last = day;
+            while last + 1 < 7 && self.weekly[last + 1] == *spans {
+                last += 1;
+            }
+            if !spans.is_empty() {
+                let days = match last - day {
+                    0 => DAY_NAMES[day].to_string(),
+                    1 => format!("{} and {}", DAY_NAMES[day], DAY_NAMES[last]),
+                    _ => format!("{} to {}", DAY_NAMES[day], DAY_NAMES[last]),
+                };
+                let times: Vec<String> = spans
+                    .iter()
+                    .map(|s| format!("{} to {}", spoken_time(s.start), spoken_time(s.end)))
+                    .collect();
+                parts.push(format!("{days}, {}", times.join(" and ")));
+            }
+            day = last + 1;
+        }
+        if parts.is_empty() {
+            return "by appointment only".into();
+        }
+        format!("{}, {} time", parts.join("; "), zone_words(self.tz))
+    }
+}
+
+fn spoken_time(t: NaiveTime) -> String {
+    use chrono::Timelike;
+    let (pm, hour) = t.hour12();
+    let suffix = if pm { "PM" } else { "AM" };
+    if t.minute() == 0 {
+        format!("{hour} {suffix}")
+    } else {
+        format!("{hour}:{:02} {suffix}", t.minute())
+    }
+}
+
+fn zone_words(tz: Tz) -> String {
+    match tz.name() {
+        "America/Winnipeg" | "America/Chicago" | "America/Regina" => "Central".into(),
+        "America/Toronto" | "America/New_York" | "America/Montreal" => "Eastern".into(),
+        "America/Edmonton" | "America/Denver" => "Mountain".into(),
+        "America/Vancouver" | "America/Los_Angeles" => "Pacific".into(),
+        "America/Halifax" => "Atlantic".into(),
+        other => other.rsplit('/').next().unwrap_or(other).replace('_', " "),
+    }
+}
+
+/// Parses one day's hours: `closed`, or spans such as `08:00-12:00, 13:00-17:00`.
+pub fn parse_day(raw: &str) -> Result<Vec<Span>, String> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("closed") || raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    raw.split(',')
+        .map(|part| {
+            let (a, b) = part
+                .trim()
+                .split_once('-')
+                .ok_or_else(|| format!("{part:?} is not a span like 08:00-17:00"))?;
+            let start = NaiveTime::parse_from_str(a.trim(), "%H:%M")
+                .map_err(|_| format!("{a:?} is not a time like 08:00"))?;
+            let end = if b.trim() == "24:00" {
+                NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN)
+            } else {
+                NaiveTime::parse_from_str(b.trim(), "%H:%M")
+                    .map_err(|_| format!("{b:?} is not a time like 17:00"))?
+            };
+            if end <= start {
+                return Err(format!("{part:?} closes before it opens"));
+            }
+            Ok(Span { start, end })
+        })
+        .collect()
+}
+
+/// Index of a weekday name in the schedule (Monday = 0).
+pub fn weekday_index(name: &str) -> Option<usize> {
+    name.parse::<Weekday>()
+        .ok()
+        .map(|d| d.num_days_from_monday() as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn schedule() -> Schedule {
+        let weekday = parse_day("08:00-20:00").unwrap_or_default();
+        let mut weekly: [Vec<Span>; 7] = Default::default();
+        for d in weekly.iter_mut().take(5) {
+            *d = weekday.clone();
+        }
+        weekly[5] = parse_day("09:00-17:00").unwrap_or_default();
+        Schedule {
+            tz: chrono_tz::America::Winnipeg,
+            weekly,
+            holidays: [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap_or_default()].into(),
+        }
+    }
+
+    fn winnipeg(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        chrono_tz::America::Winnipeg
+            .with_ymd_and_hms(y, m, d, h, min, 0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn guest_care_is_open_on_a_weekday_morning_in_winnipeg() {
+        let s = schedule();
+        assert!(s.is_open(winnipeg(2026, 11, 23, 8, 0), None));
+        assert!(!s.is_open(winnipeg(2026, 11, 23, 7, 59), None));
+        assert!(!s.is_open(winnipeg(2026, 11, 23, 20, 0), None));
+        assert!(!s.is_open(winnipeg(2026, 11, 22, 12, 0), None), "Sunday");
+    }
+
+    #[test]
+    fn holidays_close_and_overrides_win() {
+        let s = schedule();
+        let christmas = winnipeg(2026, 12, 25, 12, 0);
+        assert!(!s.is_open(christmas, None));
+        assert!(s.is_open(christmas, Some(OverrideState::Open)));
+        assert!(!s.is_open(winnipeg(2026, 11, 23, 12, 0), Some(OverrideState::Closed)));
+    }
+
+    #[test]
+    fn the_hours_are_described_in_words() {
+        assert_eq!(
+            schedule().describe(),
+            "Monday to Friday, 8 AM to 8 PM; Saturday, 9 AM to 5 PM, Central time"
+        );
+    }
+
+    #[test]
+    fn bad_spans_are_rejected() {
+        assert!(parse_day("17:00-08:00").is_err());
+        assert!(parse_day("8am-5pm").is_err());
+        assert_eq!(parse_day("closed"), Ok(vec![]));
+    }
+}

@@ -1,0 +1,16 @@
+//! Guest Care IVR: a Twilio voice webhook server that routes callers through declarative
+//! flows (`ivr_flows/`) and records every call, step, ticket and notification.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod flow;
+pub mod hours;
+pub mod records;
+pub mod signature;
+pub mod storage;
+pub mod twiml;
+pub mod voice;

@@ -1,0 +1,58 @@
+//! What a call step writes: the records the flow engine produces and storage commits.
+
+use serde::Serialize;
+
+/// One record produced by a step, committed in order in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// A node visited: what was said, what was pressed, what happened.
+    Step(StepRecord),
+    /// A Service Desk ticket for the call; it becomes the call's current ticket.
+    Ticket {
+        /// Category such as `Initial`, `Follow-Up`, `OOM`.
+        category: String,
+        /// Why the ticket was opened.
+        reason: String,
+    },
+    /// An e-mail queued for a named contact; `{ticket_number}` is filled in at commit.
+    Notification {
+        /// Contact name from configuration.
+        contact: String,
+        /// Its e-mail address.
+        address: String,
+        /// Subject line.
+        subject: String,
+        /// Body text.
+        body: String,
+    },
+    /// A voicemail, attached to the call and its current ticket.
+    Recording {
+        /// Recording URL from the platform.
+        url: String,
+        /// Length in seconds.
+        duration_seconds: Option<i64>,
+    },
+    /// The call's outcome so far; `replace = false` keeps an earlier outcome.
+    Outcome {
+        /// e.g. `transferred:oom`, `voicemail`, `self_service`.
+        value: String,
+        /// Whether this replaces an outcome already recorded.
+        replace: bool,
+    },
+}
+
+/// A node the call passed through.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// Qualified node id, `flow.node`.
+    pub node: String,
+    /// Node kind (`menu`, `say`, …) or `error`.
+    pub kind: String,
+    /// Text spoken to the caller at this node.
+    pub said: String,
+    /// Keys pressed, when the step answers a menu.
+    pub digits: Option<String>,
+    /// What happened, e.g. `chose 1`, `no input (attempt 2)`, `busy`.
+    pub result: String,
+}

@@ -1,0 +1,289 @@
+//! Storage: one interface, one implementation per backend, migrations per backend.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::TicketNumber;
+use crate::hours::OverrideState;
+use crate::records::Record;
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names a backend this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What identifies a call and where it came in; written with its first record.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// Call id.
+    pub call_sid: String,
+    /// `guest_care` or `store`.
+    pub line: String,
+    /// Store name for store lines.
+    pub store_name: Option<String>,
+    /// Caller number (full).
+    pub from: String,
+    /// Called number.
+    pub to: String,
+    /// Flow answering the line.
+    pub flow: String,
+    /// Version of the flows.
+    pub flow_version: String,
+}
+
+/// The records of one webhook, committed together.
+#[derive(Debug, Clone)]
+pub struct StepBatch<'a> {
+    /// The call.
+    pub call: &'a CallInfo,
+    /// Identifies the webhook; a retry carries the same key and writes nothing new.
+    pub request_key: &'a str,
+    /// When the webhook arrived.
+    pub at: DateTime<Utc>,
+    /// Records in order.
+    pub records: &'a [Record],
+    /// An internal error to record against the call.
+    pub error: Option<&'a str>,
+}
+
+/// A status callback.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate<'a> {
+    /// The call.
+    pub call: &'a CallInfo,
+    /// `CallStatus`.
+    pub status: &'a str,
+    /// `SequenceNumber`.
+    pub sequence: Option<i64>,
+    /// `CallDuration` in seconds.
+    pub duration_seconds: Option<i64>,
+    /// `Timestamp`, or arrival time.
+    pub at: DateTime<Utc>,
+}
+
+/// Filters of the call list.
+#[derive(Debug, Clone, Default)]
+pub struct CallQuery {
+    /// Calls started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Calls started before.
+    pub until: Option<DateTime<Utc>>,
+    /// `guest_care` or `store`.
+    pub line: Option<String>,
+    /// Exact outcome, e.g. `voicemail`; a trailing `*` matches a prefix (`transferred:*`).
+    pub outcome: Option<String>,
+    /// Calls with a ticket of this category.
+    pub category: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Keyset cursor: start time and call id of the last call of the previous page.
+    pub after: Option<(i64, String)>,
+}
+
+/// Filters of the ticket list.
+#[derive(Debug, Clone, Default)]
+pub struct TicketQuery {
+    /// `open`, …
+    pub status: Option<String>,
+    /// Category.
+    pub category: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Keyset cursor: id of the last ticket of the previous page.
+    pub before_id: Option<i64>,
+}
+
+/// A call as managers read it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallView {
+    /// Call id.
+    pub call_sid: String,
+    /// `guest_care` or `store`.
+    pub line: String,
+    /// Store name.
+    pub store_name: Option<String>,
+    /// Caller number.
+    pub from: String,
+    /// Called number.
+    pub to: String,
+    /// Flow and version.
+    pub flow: String,
+    /// Content hash of the flows.
+    pub flow_version: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Latest call status.
+    pub status: String,
+    /// Duration from the platform.
+    pub duration_seconds: Option<i64>,
+    /// Outcome, e.g. `transferred:oom`.
+    pub outcome: Option<String>,
+    /// Voicemail.
+    pub recording_url: Option<String>,
+    /// Internal errors during the call.
+    pub error_count: i64,
+    /// The last one.
+    pub last_error: Option<String>,
+}
+
+/// A step as managers read it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepView {
+    /// Time.
+    pub at: DateTime<Utc>,
+    /// `flow.node`.
+    pub node: String,
+    /// Node kind.
+    pub kind: String,
+    /// What the caller heard.
+    pub said: String,
+    /// Keys pressed.
+    pub digits: Option<String>,
+    /// What happened.
+    pub result: String,
+}
+
+/// A ticket as managers read it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TicketView {
+    /// `GC-000123`.
+    pub number: String,
+    /// Category.
+    pub category: String,
+    /// Reason.
+    pub reason: String,
+    /// `open`, …
+    pub status: String,
+    /// Call that opened it.
+    pub call_sid: String,
+    /// Number to call back.
+    pub caller_number: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Voicemail.
+    pub recording_url: Option<String>,
+}
+
+/// A queued e-mail.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NotificationView {
+    /// Contact name.
+    pub contact: String,
+    /// Address.
+    pub address: String,
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// `queued`, …
+    pub status: String,
+    /// Ticket it is about.
+    pub ticket: Option<String>,
+}
+
+/// A call with everything it wrote.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallDetail {
+    /// The call.
+    #[serde(flatten)]
+    pub call: CallView,
+    /// Its steps, in order.
+    pub steps: Vec<StepView>,
+    /// Its tickets.
+    pub tickets: Vec<TicketView>,
+    /// Its queued notifications.
+    pub notifications: Vec<NotificationView>,
+}
+
+/// Where calls, steps, tickets and settings are kept.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The manager's hours override.
+    async fn hours_override(&self) -> StoreResult<Option<OverrideState>>;
+    /// Sets or clears the hours override.
+    async fn set_hours_override(
+        &self,
+        state: Option<OverrideState>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Whether the call has a ticket.
+    async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool>;
+    /// Commits one webhook's records; returns the call's current ticket afterwards.
+    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Option<TicketNumber>>;
+    /// Applies a status callback; the latest by sequence wins, a final status never regresses.
+    async fn record_status(&self, update: &StatusUpdate<'_>) -> StoreResult<()>;
+    /// One page of calls, newest first.
+    async fn list_calls(&self, q: &CallQuery) -> StoreResult<Vec<CallView>>;
+    /// A call with its steps, tickets and notifications.
+    async fn get_call(&self, call_sid: &str) -> StoreResult<Option<CallDetail>>;
+    /// One page of tickets, newest first.
+    async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>>;
+}
+
+/// Opens the backend named by the URL's scheme.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Unsupported(
+            "the PostgreSQL backend is not available yet; use sqlite://PATH".into(),
+        ))
+    } else {
+        Err(StoreError::Unsupported(format!(
+            "unsupported database URL scheme in {:?}; use sqlite://PATH",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// Milliseconds since the epoch, the stored form of times.
+pub fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Reads a stored time.
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Whether a call status is final.
+pub fn is_final_status(status: &str) -> bool {
+    matches!(
+        status,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled"
+    )
+}
+
+/// Order of call statuses, for callbacks without a sequence number.
+pub fn status_rank(status: &str) -> i64 {
+    match status {
+        "queued" | "initiated" => 0,
+        "ringing" => 1,
+        "in-progress" | "answered" => 2,
+        s if is_final_status(s) => 3,
+        _ => 0,
+    }
+}

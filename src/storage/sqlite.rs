@@ -1,0 +1,455 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+
+use super::*;
+use crate::records::StepRecord;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// SQLite storage.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file named by a `sqlite://` URL.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+const CALL_COLUMNS: &str = "call_sid, line, store_name, from_number, to_number, flow, flow_version, \
+     started_at, ended_at, status, duration_seconds, outcome, recording_url, error_count, last_error";
+
+fn call_view(row: &SqliteRow) -> Result<CallView, sqlx::Error> {
+    Ok(CallView {
+        call_sid: row.try_get("call_sid")?,
+        line: row.try_get("line")?,
+        store_name: row.try_get("store_name")?,
+        from: row.try_get("from_number")?,
+        to: row.try_get("to_number")?,
+        flow: row.try_get("flow")?,
+        flow_version: row.try_get("flow_version")?,
+        started_at: from_millis(row.try_get("started_at")?),
+        ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_millis),
+        status: row.try_get("status")?,
+        duration_seconds: row.try_get("duration_seconds")?,
+        outcome: row.try_get("outcome")?,
+        recording_url: row.try_get("recording_url")?,
+        error_count: row.try_get("error_count")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+fn ticket_view(row: &SqliteRow) -> Result<TicketView, sqlx::Error> {
+    Ok(TicketView {
+        number: TicketNumber(row.try_get("id")?).to_string(),
+        category: row.try_get("category")?,
+        reason: row.try_get("reason")?,
+        status: row.try_get("status")?,
+        call_sid: row.try_get("call_sid")?,
+        caller_number: row.try_get("caller_number")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        recording_url: row.try_get("recording_url")?,
+    })
+}
+
+const TICKET_COLUMNS: &str =
+    "id, category, reason, status, call_sid, caller_number, created_at, recording_url";
+
+async fn ensure_call(
+    tx: &mut Transaction<'_, Sqlite>,
+    call: &CallInfo,
+    at: i64,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO calls (call_sid, line, store_name, from_number, to_number, flow, flow_version, started_at, status) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_sid) DO NOTHING",
+    )
+    .bind(&call.call_sid)
+    .bind(&call.line)
+    .bind(&call.store_name)
+    .bind(&call.from)
+    .bind(&call.to)
+    .bind(&call.flow)
+    .bind(&call.flow_version)
+    .bind(at)
+    .bind(status)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> String {
+    match ticket {
+        Some(t) if text.contains("{ticket_number}") => {
+            text.replace("{ticket_number}", &t.to_string())
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'hours_override'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.flatten().as_deref().and_then(OverrideState::parse))
+    }
+
+    async fn set_hours_override(
+        &self,
+        state: Option<OverrideState>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ('hours_override', ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(state.map(OverrideState::as_str))
+        .bind(to_millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM tickets WHERE call_sid = ? LIMIT 1")
+                .bind(call_sid)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    #[tracing::instrument(skip_all, fields(call_sid = %batch.call.call_sid, key = batch.request_key))]
+    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Option<TicketNumber>> {
+        let at = to_millis(batch.at);
+        let sid = batch.call.call_sid.as_str();
+        let key = batch.request_key;
+        let mut tx = self.pool.begin().await?;
+        ensure_call(&mut tx, batch.call, at, "in-progress").await?;
+        let mut ticket: Option<TicketNumber> =
+            sqlx::query_scalar("SELECT max(id) FROM tickets WHERE call_sid = ?")
+                .bind(sid)
+                .fetch_one(&mut *tx)
+                .await
+                .map(|id: Option<i64>| id.map(TicketNumber))?;
+        for (idx, record) in batch.records.iter().enumerate() {
+            let idx = idx as i64;
+            match record {
+                Record::Step(StepRecord {
+                    node,
+                    kind,
+                    said,
+                    digits,
+                    result,
+                }) => {
+                    sqlx::query(
+                        "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(sid)
+                    .bind(key)
+                    .bind(idx)
+                    .bind(at)
+                    .bind(node)
+                    .bind(kind)
+                    .bind(fill_ticket(said, ticket))
+                    .bind(digits)
+                    .bind(result)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Record::Ticket { category, reason } => {
+                    sqlx::query(
+                        "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(sid)
+                    .bind(key)
+                    .bind(idx)
+                    .bind(category)
+                    .bind(reason)
+                    .bind(&batch.call.from)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    let id: i64 = sqlx::query_scalar(
+                        "SELECT id FROM tickets WHERE call_sid = ? AND request_key = ? AND idx = ?",
+                    )
+                    .bind(sid)
+                    .bind(key)
+                    .bind(idx)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    ticket = Some(TicketNumber(id));
+                }
+                Record::Notification {
+                    contact,
+                    address,
+                    subject,
+                    body,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, created_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(sid)
+                    .bind(ticket.map(|t| t.0))
+                    .bind(key)
+                    .bind(idx)
+                    .bind(contact)
+                    .bind(address)
+                    .bind(fill_ticket(subject, ticket))
+                    .bind(fill_ticket(body, ticket))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Record::Recording { url, .. } => {
+                    sqlx::query("UPDATE calls SET recording_url = ? WHERE call_sid = ?")
+                        .bind(url)
+                        .bind(sid)
+                        .execute(&mut *tx)
+                        .await?;
+                    if let Some(t) = ticket {
+                        sqlx::query("UPDATE tickets SET recording_url = ? WHERE id = ?")
+                            .bind(url)
+                            .bind(t.0)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Record::Outcome { value, replace } => {
+                    let sql = if *replace {
+                        "UPDATE calls SET outcome = ? WHERE call_sid = ?"
+                    } else {
+                        "UPDATE calls SET outcome = COALESCE(outcome, ?) WHERE call_sid = ?"
+                    };
+                    sqlx::query(sql)
+                        .bind(value)
+                        .bind(sid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        if let Some(error) = batch.error {
+            sqlx::query(
+                "UPDATE calls SET error_count = error_count + 1, last_error = ? WHERE call_sid = ?",
+            )
+            .bind(error)
+            .bind(sid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ticket)
+    }
+
+    #[tracing::instrument(skip_all, fields(call_sid = %update.call.call_sid, status = update.status))]
+    async fn record_status(&self, update: &StatusUpdate<'_>) -> StoreResult<()> {
+        let at = to_millis(update.at);
+        let mut tx = self.pool.begin().await?;
+        ensure_call(&mut tx, update.call, at, update.status).await?;
+        let row = sqlx::query("SELECT status, status_seq FROM calls WHERE call_sid = ?")
+            .bind(&update.call.call_sid)
+            .fetch_one(&mut *tx)
+            .await?;
+        let old_status: String = row.try_get("status")?;
+        let old_seq: Option<i64> = row.try_get("status_seq")?;
+        let newer = match (update.sequence, old_seq) {
+            (Some(new), Some(old)) => new >= old,
+            _ => status_rank(update.status) >= status_rank(&old_status),
+        };
+        let regresses = is_final_status(&old_status) && !is_final_status(update.status);
+        if newer && !regresses {
+            let is_final = is_final_status(update.status);
+            sqlx::query(
+                "UPDATE calls SET status = ?, status_seq = COALESCE(?, status_seq), \
+                 duration_seconds = COALESCE(?, duration_seconds), \
+                 ended_at = CASE WHEN ? THEN COALESCE(ended_at, ?) ELSE ended_at END, \
+                 outcome = CASE WHEN ? THEN COALESCE(outcome, 'abandoned') ELSE outcome END \
+                 WHERE call_sid = ?",
+            )
+            .bind(update.status)
+            .bind(update.sequence)
+            .bind(update.duration_seconds)
+            .bind(is_final)
+            .bind(at)
+            .bind(is_final)
+            .bind(&update.call.call_sid)
+            .execute(&mut *tx)
+            .await?;
+        } else if update.duration_seconds.is_some() {
+            // A late callback may still carry the duration the final one lacked.
+            sqlx::query("UPDATE calls SET duration_seconds = COALESCE(duration_seconds, ?) WHERE call_sid = ?")
+                .bind(update.duration_seconds)
+                .bind(&update.call.call_sid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_calls(&self, q: &CallQuery) -> StoreResult<Vec<CallView>> {
+        let mut b: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
+        if let Some(since) = q.since {
+            b.push(" AND started_at >= ").push_bind(to_millis(since));
+        }
+        if let Some(until) = q.until {
+            b.push(" AND started_at < ").push_bind(to_millis(until));
+        }
+        if let Some(line) = &q.line {
+            b.push(" AND line = ").push_bind(line.clone());
+        }
+        if let Some(outcome) = &q.outcome {
+            match outcome.strip_suffix('*') {
+                Some(prefix) => {
+                    b.push(" AND substr(outcome, 1, ")
+                        .push_bind(prefix.chars().count() as i64)
+                        .push(") = ")
+                        .push_bind(prefix.to_string());
+                }
+                None => {
+                    b.push(" AND outcome = ").push_bind(outcome.clone());
+                }
+            }
+        }
+        if let Some(category) = &q.category {
+            b.push(" AND EXISTS (SELECT 1 FROM tickets t WHERE t.call_sid = calls.call_sid AND t.category = ")
+                .push_bind(category.clone())
+                .push(")");
+        }
+        if let Some((started, sid)) = &q.after {
+            b.push(" AND (started_at < ")
+                .push_bind(*started)
+                .push(" OR (started_at = ")
+                .push_bind(*started)
+                .push(" AND call_sid < ")
+                .push_bind(sid.clone())
+                .push("))");
+        }
+        b.push(" ORDER BY started_at DESC, call_sid DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(call_view).collect::<Result<_, _>>()?)
+    }
+
+    async fn get_call(&self, call_sid: &str) -> StoreResult<Option<CallDetail>> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = ?"
+        ))
+        .bind(call_sid)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let call = call_view(&row)?;
+        let steps = sqlx::query(
+            "SELECT at, node, kind, said, digits, result FROM steps WHERE call_sid = ? ORDER BY id",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StepView {
+                at: from_millis(r.try_get("at")?),
+                node: r.try_get("node")?,
+                kind: r.try_get("kind")?,
+                said: r.try_get("said")?,
+                digits: r.try_get("digits")?,
+                result: r.try_get("result")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let tickets = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE call_sid = ? ORDER BY id"
+        ))
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(ticket_view)
+        .collect::<Result<Vec<_>, _>>()?;
+        let notifications = sqlx::query(
+            "SELECT contact, address, subject, body, status, ticket_id FROM notifications WHERE call_sid = ? ORDER BY id",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(NotificationView {
+                contact: r.try_get("contact")?,
+                address: r.try_get("address")?,
+                subject: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                status: r.try_get("status")?,
+                ticket: r
+                    .try_get::<Option<i64>, _>("ticket_id")?
+                    .map(|id| TicketNumber(id).to_string()),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(CallDetail {
+            call,
+            steps,
+            tickets,
+            notifications,
+        }))
+    }
+
+    async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>> {
+        let mut b: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"));
+        if let Some(status) = &q.status {
+            b.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(category) = &q.category {
+            b.push(" AND category = ").push_bind(category.clone());
+        }
+        if let Some(before) = q.before_id {
+            b.push(" AND id < ").push_bind(before);
+        }
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(ticket_view).collect::<Result<_, _>>()?)
+    }
+}
