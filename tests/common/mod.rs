@@ -1,0 +1,499 @@
+//! Test harness: the real server on a random port with a fresh SQLite file, requests signed
+//! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
+#![allow(dead_code)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use ivr::app::{build_router, build_state, Clock};
+use ivr::config::{Config, Secret};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const API_TOKEN: &str = "test-api-token";
+pub const GUEST_CARE: &str = "+18007373233";
+pub const STORE: &str = "+12045550100";
+pub const CALLER: &str = "+12045551234";
+
+/// Monday 23 November 2026, 10:00 in Winnipeg: Guest Care is open.
+pub fn monday_morning() -> DateTime<Utc> {
+    winnipeg(2026, 11, 23, 10, 0)
+}
+
+/// Sunday 22 November 2026, 10:00 in Winnipeg: Guest Care is closed.
+pub fn sunday_morning() -> DateTime<Utc> {
+    winnipeg(2026, 11, 22, 10, 0)
+}
+
+pub fn winnipeg(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    chrono_tz::America::Winnipeg
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .expect("a valid local time")
+        .with_timezone(&Utc)
+}
+
+struct Signer {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+fn signer() -> &'static Mutex<Signer> {
+    static SIGNER: OnceLock<Mutex<Signer>> = OnceLock::new();
+    SIGNER.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/twilio_sign.py");
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with the `twilio` package is needed to sign test requests: pip install twilio");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Mutex::new(Signer {
+            _child: child,
+            stdin,
+            stdout,
+        })
+    })
+}
+
+/// The signature the official Twilio library computes.
+pub fn twilio_signature(token: &str, url: &str, params: &[(String, String)]) -> String {
+    let map: BTreeMap<&str, &str> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let line = serde_json::json!({ "token": token, "url": url, "params": map }).to_string();
+    let mut s = signer().lock().unwrap_or_else(|e| e.into_inner());
+    writeln!(s.stdin, "{line}").expect("write to the signer");
+    s.stdin.flush().expect("flush the signer");
+    let mut out = String::new();
+    s.stdout.read_line(&mut out).expect("read from the signer");
+    assert!(
+        !out.trim().is_empty(),
+        "the Twilio signer printed nothing (is `twilio` installed?)"
+    );
+    out.trim().to_string()
+}
+
+pub struct Options {
+    pub toml: String,
+    pub now: DateTime<Utc>,
+    pub api_token: Option<&'static str>,
+    /// Public URL Twilio signs; the server's own address when unset.
+    pub public_url: Option<String>,
+    /// Leave IVR_PUBLIC_URL unset: the server signs-checks against its Host header.
+    pub host_header_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            toml: format!("[lines.stores]\n\"{STORE}\" = \"Polo Park\"\n"),
+            now: monday_morning(),
+            api_token: Some(API_TOKEN),
+            public_url: None,
+            host_header_only: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    /// Base URL the server is reached at over the socket.
+    pub addr: String,
+    /// Base URL Twilio signs (the public URL).
+    pub public: String,
+    pub http: reqwest::Client,
+    pub clock: Clock,
+    pub db_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(opts: Options) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("ivr.db");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut config = Config::from_toml(&opts.toml).expect("test configuration");
+    config.database_url = format!("sqlite://{}", db_path.display());
+    config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
+    config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
+    config.api_token = opts.api_token.map(Secret::new);
+    let public = opts.public_url.unwrap_or_else(|| addr.clone());
+    config.public_url = (!opts.host_header_only).then(|| public.clone());
+    let clock = Clock::fixed(opts.now);
+    let state = build_state(config, clock.clone()).await.expect("app state");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, build_router(state)).await;
+    });
+    TestApp {
+        addr,
+        public,
+        http: reqwest::Client::new(),
+        clock,
+        db_path,
+        _dir: dir,
+    }
+}
+
+/// One element of a parsed TwiML document.
+#[derive(Debug, Clone, Default)]
+pub struct El {
+    pub name: String,
+    pub attrs: BTreeMap<String, String>,
+    pub text: String,
+    pub children: Vec<El>,
+}
+
+impl El {
+    pub fn attr(&self, name: &str) -> &str {
+        self.attrs.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// Every element of this name, depth first.
+    pub fn all(&self, name: &str) -> Vec<&El> {
+        let mut out = Vec::new();
+        for c in &self.children {
+            if c.name == name {
+                out.push(c);
+            }
+            out.extend(c.all(name));
+        }
+        out
+    }
+
+    pub fn first(&self, name: &str) -> Option<&El> {
+        self.all(name).into_iter().next()
+    }
+
+    /// Names of the top-level verbs.
+    pub fn verbs(&self) -> Vec<&str> {
+        self.children.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+/// Parses TwiML strictly: malformed XML fails the test.
+pub fn parse_twiml(xml: &str) -> El {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<El> = vec![El::default()];
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => stack.push(element(&e)),
+            Ok(Event::Empty(e)) => {
+                let el = element(&e);
+                stack.last_mut().expect("parent").children.push(el);
+            }
+            Ok(Event::End(_)) => {
+                let el = stack.pop().expect("open element");
+                stack.last_mut().expect("parent").children.push(el);
+            }
+            Ok(Event::Text(t)) => {
+                let text = t
+                    .unescape()
+                    .unwrap_or_else(|e| panic!("bad text in {xml}: {e}"));
+                stack.last_mut().expect("element").text.push_str(&text);
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("malformed TwiML: {e}\n{xml}"),
+        }
+    }
+    assert_eq!(stack.len(), 1, "unclosed elements in {xml}");
+    let mut doc = stack.pop().expect("document");
+    assert_eq!(doc.children.len(), 1, "one root element: {xml}");
+    let root = doc.children.remove(0);
+    assert_eq!(root.name, "Response", "root must be <Response>: {xml}");
+    root
+}
+
+fn element(e: &quick_xml::events::BytesStart<'_>) -> El {
+    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+    let attrs = e
+        .attributes()
+        .map(|a| {
+            let a = a.expect("well-formed attribute");
+            (
+                String::from_utf8_lossy(a.key.as_ref()).into_owned(),
+                a.unescape_value().expect("attribute value").into_owned(),
+            )
+        })
+        .collect();
+    El {
+        name,
+        attrs,
+        ..El::default()
+    }
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub content_length: Option<String>,
+    pub body: String,
+}
+
+impl TestApp {
+    /// Absolute public URL for a path, as Twilio would request it.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.public)
+        }
+    }
+
+    /// The URL our socket answers for a public URL.
+    fn socket_url(&self, public_url: &str) -> String {
+        public_url.replacen(&self.public, &self.addr, 1)
+    }
+
+    /// POSTs a webhook signed by the Twilio library for `public_url`.
+    pub async fn post_signed(&self, public_url: &str, params: &[(String, String)]) -> Answer {
+        let sig = twilio_signature(AUTH_TOKEN, public_url, params);
+        self.post_raw(&self.socket_url(public_url), params, Some(&sig))
+            .await
+    }
+
+    /// POSTs a form with an arbitrary signature header (or none).
+    pub async fn post_raw(
+        &self,
+        socket_url: &str,
+        params: &[(String, String)],
+        sig: Option<&str>,
+    ) -> Answer {
+        let mut req = self.http.post(socket_url).form(params);
+        if let Some(s) = sig {
+            req = req.header("X-Twilio-Signature", s);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let header = |n: &str| {
+            res.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let content_length = header("content-length");
+        let body = res.text().await.expect("body");
+        Answer {
+            status,
+            content_type,
+            content_length,
+            body,
+        }
+    }
+
+    pub async fn api(&self, path_and_query: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}{path_and_query}", self.addr))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("api request");
+        assert_eq!(res.status(), 200, "GET {path_and_query}");
+        res.json().await.expect("json")
+    }
+
+    pub async fn set_override(&self, state: Value) -> Value {
+        let res = self
+            .http
+            .put(format!("{}/api/hours/override", self.addr))
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({ "state": state }))
+            .send()
+            .await
+            .expect("override");
+        assert_eq!(res.status(), 200);
+        res.json().await.expect("json")
+    }
+
+    /// A new call to `to`, answered by `/voice/incoming`.
+    pub async fn call(&self, to: &str) -> Call<'_> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sid = format!("CA{:032x}", n + (std::process::id() as u64) * 1_000_000);
+        let mut call = Call {
+            app: self,
+            sid,
+            from: CALLER.into(),
+            to: to.into(),
+            twiml: El::default(),
+            xml: String::new(),
+        };
+        call.post("/voice/incoming", &[]).await;
+        call
+    }
+}
+
+/// A caller following TwiML the way Twilio does.
+pub struct Call<'a> {
+    pub app: &'a TestApp,
+    pub sid: String,
+    pub from: String,
+    pub to: String,
+    pub twiml: El,
+    pub xml: String,
+}
+
+impl Call<'_> {
+    pub fn params(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = [
+            ("CallSid", self.sid.as_str()),
+            ("AccountSid", "AC00000000000000000000000000000000"),
+            ("From", self.from.as_str()),
+            ("To", self.to.as_str()),
+            ("Caller", self.from.as_str()),
+            ("Called", self.to.as_str()),
+            ("CallStatus", "in-progress"),
+            ("Direction", "inbound"),
+            ("ApiVersion", "2010-04-01"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            p.retain(|(pk, _)| pk != k);
+            p.push((k.to_string(), v.to_string()));
+        }
+        p
+    }
+
+    /// POSTs a signed webhook for this call and parses the TwiML answer.
+    pub async fn post(&mut self, path_or_url: &str, extra: &[(&str, &str)]) {
+        let url = self.app.url(path_or_url);
+        let answer = self.app.post_signed(&url, &self.params(extra)).await;
+        assert_eq!(answer.status, 200, "POST {url}: {}", answer.body);
+        assert!(
+            answer.content_type.starts_with("text/xml"),
+            "content type {}",
+            answer.content_type
+        );
+        assert_eq!(
+            answer.content_length.as_deref(),
+            Some(answer.body.len().to_string().as_str()),
+            "Content-Length must be sent"
+        );
+        self.twiml = parse_twiml(&answer.body);
+        self.xml = answer.body;
+    }
+
+    fn verb(&self, name: &str) -> &El {
+        self.twiml
+            .first(name)
+            .unwrap_or_else(|| panic!("expected <{name}> in {}", self.xml))
+    }
+
+    /// Presses keys at the current menu (Gather action with Digits).
+    pub async fn press(&mut self, digits: &str) {
+        let action = self.verb("Gather").attr("action").to_string();
+        self.post(&action, &[("Digits", digits)]).await;
+    }
+
+    /// Says nothing at the current menu: Twilio follows the Redirect after the Gather.
+    pub async fn silence(&mut self) {
+        assert!(
+            self.twiml.first("Gather").is_some(),
+            "expected a menu: {}",
+            self.xml
+        );
+        let url = self.verb("Redirect").text.clone();
+        self.post(&url, &[]).await;
+    }
+
+    /// The transfer ends with a DialCallStatus (Dial action).
+    pub async fn dial_ends(&mut self, status: &str) {
+        let action = self.verb("Dial").attr("action").to_string();
+        let duration = if status == "completed" { "42" } else { "0" };
+        self.post(
+            &action,
+            &[
+                ("DialCallStatus", status),
+                ("DialCallSid", "CAdial"),
+                ("DialCallDuration", duration),
+            ],
+        )
+        .await;
+    }
+
+    /// The caller leaves the queue (Enqueue action).
+    pub async fn queue_ends(&mut self, result: &str) {
+        let action = self.verb("Enqueue").attr("action").to_string();
+        self.post(
+            &action,
+            &[
+                ("QueueResult", result),
+                ("QueueSid", "QU1"),
+                ("QueueTime", "30"),
+            ],
+        )
+        .await;
+    }
+
+    /// The caller leaves a voicemail (Record action).
+    pub async fn leave_voicemail(&mut self, recording_url: &str) {
+        let action = self.verb("Record").attr("action").to_string();
+        self.post(
+            &action,
+            &[
+                ("RecordingUrl", recording_url),
+                ("RecordingSid", "RE1"),
+                ("RecordingDuration", "17"),
+                ("Digits", "#"),
+            ],
+        )
+        .await;
+    }
+
+    /// Everything the caller hears in the current answer.
+    pub fn says(&self) -> String {
+        self.twiml
+            .all("Say")
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The number dialled and its sendDigits, for a Dial to a number.
+    pub fn dialled(&self) -> (String, String) {
+        let n = self
+            .verb("Dial")
+            .first("Number")
+            .unwrap_or_else(|| panic!("a <Number> in {}", self.xml));
+        (n.text.clone(), n.attr("sendDigits").to_string())
+    }
+
+    pub fn hung_up(&self) -> bool {
+        self.twiml.verbs().last() == Some(&"Hangup")
+    }
+
+    /// The call as a manager reads it: `GET /api/calls/{sid}`.
+    pub async fn record(&self) -> Value {
+        self.app.api(&format!("/api/calls/{}", self.sid)).await
+    }
+
+    /// Categories of the call's tickets.
+    pub async fn ticket_categories(&self) -> Vec<String> {
+        self.record().await["tickets"]
+            .as_array()
+            .expect("tickets")
+            .iter()
+            .map(|t| t["category"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}

@@ -1,0 +1,112 @@
+//! Every path of the 1-800 Guest Care line's menu.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn the_guest_care_line_answers_with_its_own_menu() {
+    let app = spawn_app().await;
+    let call = app.call(GUEST_CARE).await;
+    assert!(call.says().contains("Guest Care"));
+    assert!(call.says().contains("press 5"));
+    let rec = call.record().await;
+    assert_eq!(rec["line"], "guest_care");
+    assert_eq!(rec["flow"], "guest_care");
+    assert_eq!(rec["store_name"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn option_1_is_the_shared_not_delivered_menu() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("1").await;
+    assert!(call.says().contains("For your delivery date, press 1"));
+    call.press("4").await;
+    call.press("2").await;
+    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.ticket_categories().await, ["OOM"]);
+    let rec = call.record().await;
+    assert_eq!(
+        rec["steps"][2]["node"], "orders.main",
+        "the store line's menu, shared"
+    );
+}
+
+#[tokio::test]
+async fn option_2_transfers_to_after_sales() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("2").await;
+    assert_eq!(call.dialled(), ("+18007373233".into(), "ww2005".into()));
+    assert!(call.ticket_categories().await.is_empty());
+    call.dial_ends("answered").await;
+    assert_eq!(call.record().await["outcome"], "transferred:after_sales");
+}
+
+#[tokio::test]
+async fn option_3_explains_shopping_dollars_and_transfers_to_oom() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("3").await;
+    assert!(call.says().contains("30 days"));
+    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+}
+
+#[tokio::test]
+async fn option_5_enqueues_the_caller_in_the_escalation_queue_with_a_wait_message() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("5").await;
+    let enqueue = call.twiml.first("Enqueue").expect("an <Enqueue>").clone();
+    assert_eq!(enqueue.text, "escalation");
+    let wait_url = enqueue.attr("waitUrl").to_string();
+    assert!(wait_url.starts_with(&app.public));
+
+    let mut waiting = app.call(GUEST_CARE).await;
+    waiting.sid = call.sid.clone();
+    waiting
+        .post(&wait_url, &[("QueueSid", "QU1"), ("QueuePosition", "2")])
+        .await;
+    assert!(
+        waiting.says().contains("stay on the line"),
+        "{}",
+        waiting.xml
+    );
+
+    call.queue_ends("bridged").await;
+    assert!(call.hung_up());
+    assert_eq!(
+        call.record().await["outcome"],
+        "transferred:escalation_queue"
+    );
+}
+
+#[tokio::test]
+async fn a_full_escalation_queue_falls_back_to_voicemail_and_a_ticket() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("5").await;
+    call.queue_ends("queue-full").await;
+    assert!(call.twiml.first("Record").is_some(), "{}", call.xml);
+    call.leave_voicemail("https://api.twilio.com/recordings/RE9")
+        .await;
+    assert_eq!(call.ticket_categories().await, ["Follow-Up"]);
+}
+
+#[tokio::test]
+async fn option_7_is_the_shared_legal_menu() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("7").await;
+    assert!(call.says().contains("court summons, press 1"));
+    call.press("2").await;
+    assert_eq!(call.dialled(), ("+18007373233".into(), "ww5".into()));
+    let rec = call.record().await;
+    assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
+    assert_eq!(rec["notifications"][0]["contact"], "guest_care_manager");
+    assert!(rec["notifications"][0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Guest Care"));
+}
