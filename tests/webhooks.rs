@@ -54,7 +54,8 @@ async fn missing_wrong_or_misdirected_signatures_get_403_and_record_nothing() {
     let sig = twilio_signature(AUTH_TOKEN, &url, &good);
     let mut altered = good.clone();
     altered[1].1 = "+19995550000".into();
-    let cases: Vec<(Vec<(String, String)>, Option<String>)> = vec![
+    type Case = (Vec<(String, String)>, Option<String>);
+    let cases: Vec<Case> = vec![
         (good.clone(), None),
         (good.clone(), Some(String::new())),
         (good.clone(), Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())),

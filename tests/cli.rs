@@ -1,0 +1,122 @@
+//! The `ivr` binary as an administrator runs it.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ivr() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ivr"));
+    for var in [
+        "IVR_CONFIG",
+        "IVR_LISTEN",
+        "IVR_DATABASE_URL",
+        "IVR_PUBLIC_URL",
+        "TWILIO_AUTH_TOKEN",
+        "IVR_API_TOKEN",
+    ] {
+        c.env_remove(var);
+    }
+    c.env(
+        "IVR_FLOWS_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
+    );
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn development_mode_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ivr()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("IVR_LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TWILIO_AUTH_TOKEN is not set") && err.contains("loopback"),
+        "{err}"
+    );
+    assert!(!dir.path().join("ivr.db").exists(), "nothing created");
+}
+
+#[test]
+fn ivr_migrate_creates_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ivr()
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ivr.db").exists());
+}
+
+#[test]
+fn ivr_serve_with_no_configuration_answers_calls_from_an_embedded_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = ivr()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let sent = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            use std::io::Write;
+            let form = "CallSid=CAcli0001&From=%2B12045551234&To=%2B18007373233";
+            write!(
+                s,
+                "POST /voice/incoming HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        });
+        match sent {
+            Some(out) => break out,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("the server did not answer"),
+        }
+    };
+    let _ = child.kill();
+    let mut logs = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut logs);
+    }
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.to_ascii_lowercase().contains("content-type: text/xml"));
+    assert!(body.contains("<Gather"), "{body}");
+    assert!(
+        dir.path().join("ivr.db").exists(),
+        "the embedded database file"
+    );
+    assert!(dir.path().join("ivr.db-wal").exists(), "WAL mode");
+    assert!(logs.contains("DEVELOPMENT MODE"), "{logs}");
+    assert!(
+        logs.contains("+1******1234"),
+        "the caller is logged masked: {logs}"
+    );
+    assert!(!logs.contains("2045551234"), "never in full: {logs}");
+}
