@@ -62,7 +62,12 @@ impl PhoneNumber {
     }
 }
 
-/// Masks every digit but the last four; keeps a leading `+1`-style country code short.
+/// Masks every digit but the last four; keeps a leading `+1` country code.
+///
+/// ```
+/// assert_eq!(ivr::domain::mask_phone("+12045551234"), "+1******1234");
+/// assert_eq!(ivr::domain::mask_phone("anonymous"), "***");
+/// ```
 pub fn mask_phone(raw: &str) -> String {
     let digits: Vec<char> = raw.chars().filter(|c| c.is_ascii_digit()).collect();
     if digits.is_empty() {
@@ -128,6 +133,12 @@ impl Digits {
 }
 
 /// A human-friendly ticket number, `GC-000123`, derived from the ticket's row id.
+///
+/// ```
+/// use ivr::domain::TicketNumber;
+/// assert_eq!(TicketNumber(123).to_string(), "GC-000123");
+/// assert_eq!(TicketNumber::parse("GC-000123"), Ok(TicketNumber(123)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TicketNumber(pub i64);
 

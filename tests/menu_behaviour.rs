@@ -86,11 +86,7 @@ async fn wrong_keys_reprompt_then_fall_back_after_three_attempts() {
 
 #[tokio::test]
 async fn when_closed_a_transfer_becomes_the_hours_voicemail_and_the_paths_ticket() {
-    let app = spawn_with(Options {
-        now: sunday_morning(),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_at(sunday_morning()).await;
     let mut call = app.call(STORE).await;
     call.press("1").await;
     call.press("2").await;
@@ -122,11 +118,7 @@ async fn when_closed_a_transfer_becomes_the_hours_voicemail_and_the_paths_ticket
 
 #[tokio::test]
 async fn when_closed_a_path_without_a_ticket_gets_a_follow_up_with_the_voicemail() {
-    let app = spawn_with(Options {
-        now: sunday_morning(),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_at(sunday_morning()).await;
     let mut call = app.call(GUEST_CARE).await;
     call.press("2").await;
     assert!(call.says().contains("Guest Care is closed"));
@@ -146,11 +138,7 @@ async fn when_closed_a_path_without_a_ticket_gets_a_follow_up_with_the_voicemail
 
 #[tokio::test]
 async fn when_closed_a_caller_who_leaves_no_message_still_gets_a_ticket() {
-    let app = spawn_with(Options {
-        now: sunday_morning(),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_at(sunday_morning()).await;
     let mut call = app.call(GUEST_CARE).await;
     call.press("2").await;
     let redirect = call
@@ -166,11 +154,7 @@ async fn when_closed_a_caller_who_leaves_no_message_still_gets_a_ticket() {
 
 #[tokio::test]
 async fn when_closed_three_failed_attempts_end_in_voicemail_and_an_initial_ticket() {
-    let app = spawn_with(Options {
-        now: sunday_morning(),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_at(sunday_morning()).await;
     let mut call = app.call(STORE).await;
     call.silence().await;
     call.press("8").await;

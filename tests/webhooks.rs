@@ -293,11 +293,7 @@ async fn an_unknown_node_gets_the_safe_route_and_the_error_is_recorded_against_t
 
 #[tokio::test]
 async fn an_internal_error_when_closed_takes_a_voicemail_and_opens_a_ticket() {
-    let app = spawn_with(Options {
-        now: sunday_morning(),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_at(sunday_morning()).await;
     let mut call = app.call(STORE).await;
     call.post(
         "/voice/dial?node=store.main&seq=1",

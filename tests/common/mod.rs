@@ -118,6 +118,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
+/// The default app with its clock stopped at `now`.
+pub async fn spawn_at(now: DateTime<Utc>) -> TestApp {
+    spawn_with(Options {
+        now,
+        ..Options::default()
+    })
+    .await
+}
+
 pub async fn spawn_with(opts: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("ivr.db");
