@@ -58,6 +58,28 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// A query string whose rejection is a JSON error like every other API error.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Self(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 /// The API routes, behind bearer authentication.
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
@@ -138,7 +160,7 @@ pub struct CallsPage {
 
 async fn list_calls(
     State(state): State<AppState>,
-    Query(p): Query<CallsParams>,
+    ApiQuery(p): ApiQuery<CallsParams>,
 ) -> ApiResult<CallsPage> {
     let limit = page_size(p.limit)?;
     if let Some(line) = &p.line {
@@ -215,7 +237,7 @@ pub struct TicketsPage {
 
 async fn list_tickets(
     State(state): State<AppState>,
-    Query(p): Query<TicketsParams>,
+    ApiQuery(p): ApiQuery<TicketsParams>,
 ) -> ApiResult<TicketsPage> {
     let limit = page_size(p.limit)?;
     let before_id = p
@@ -247,7 +269,16 @@ async fn list_tickets(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
-    state: Option<OverrideState>,
+    /// Required: `null` clears the override, a missing field is an error.
+    #[serde(default, deserialize_with = "present")]
+    state: Option<Option<OverrideState>>,
+}
+
+fn present<'de, D>(d: D) -> Result<Option<Option<OverrideState>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<OverrideState>::deserialize(d).map(Some)
 }
 
 /// Guest Care hours as the API shows them.
@@ -283,10 +314,12 @@ async fn put_override(
             e.body_text()
         ))
     })?;
-    state
-        .store
-        .set_hours_override(body.state, state.now())
-        .await?;
-    tracing::info!(state = ?body.state, "hours override set");
+    let Some(over) = body.state else {
+        return Err(ApiError::bad_request(
+            "expected {\"state\": \"open\" | \"closed\" | null}: `state` is required",
+        ));
+    };
+    state.store.set_hours_override(over, state.now()).await?;
+    tracing::info!(state = ?over, "hours override set");
     hours_view(&state).await
 }

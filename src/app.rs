@@ -62,7 +62,7 @@ pub struct App {
     pub clock: Clock,
     /// TwiML settings.
     pub style: Style,
-    /// TwiML answered when even the error route cannot be taken.
+    /// TwiML answered when a panic escapes every other guard (the open-hours last resort).
     pub last_resort: String,
 }
 
@@ -84,28 +84,42 @@ impl AppState {
     }
 }
 
-/// An apology and a dial to Guest Care OOM, built from configuration alone.
-fn last_resort_twiml(config: &Config, style: &Style) -> String {
-    use crate::flow::engine::Action;
-    let mut actions = vec![Action::Say(
-        "We're sorry, we are having a technical problem. Please hold while we connect you to Guest Care.".into(),
-    )];
-    if let Some(t @ (Target::Number { .. } | Target::Sip { .. })) = config.targets.get("oom") {
-        actions.push(Action::Dial {
-            target: t.clone(),
-            timeout: config.dial_timeout,
-            action: crate::flow::engine::Link {
-                endpoint: crate::flow::engine::Endpoint::Dial,
-                node: crate::flow::NodeRef {
-                    flow: "common".into(),
-                    node: "error_transfer".into(),
+/// The answer when even the error flow cannot be taken, built from configuration alone:
+/// an apology, then a dial to Guest Care OOM when open (its outcome comes back to the
+/// error route's transfer node), or the hours and goodbye when closed.
+pub fn last_resort_twiml(config: &Config, style: &Style, open: bool, seq: u32) -> String {
+    use crate::flow::engine::{Action, Endpoint, Link};
+    let oom = match config.targets.get("oom") {
+        Some(t @ (Target::Number { .. } | Target::Sip { .. })) if open => Some(t.clone()),
+        _ => None,
+    };
+    let actions = match oom {
+        Some(target) => vec![
+            Action::Say("We're sorry, we are having a technical problem. Please hold while we connect you to Guest Care.".into()),
+            Action::Dial {
+                target,
+                timeout: config.dial_timeout,
+                action: Link {
+                    endpoint: Endpoint::Dial,
+                    node: crate::flow::NodeRef {
+                        flow: "common".into(),
+                        node: "error_transfer".into(),
+                    },
+                    attempt: 1,
+                    seq,
+                    silence: false,
                 },
-                attempt: 1,
-                seq: 1000,
-                silence: false,
             },
-        });
-    }
+        ],
+        None => vec![
+            Action::Say(format!(
+                "We're sorry, we are having a technical problem and cannot take a message right now. \
+                 Please call back during Guest Care hours: {}. Goodbye.",
+                config.schedule.describe()
+            )),
+            Action::Hangup,
+        ],
+    };
     twiml::render(&actions, style)
 }
 
@@ -123,7 +137,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         voice: config.say_voice.clone(),
         language: config.say_language.clone(),
     };
-    let last_resort = last_resort_twiml(&config, &style);
+    let last_resort = last_resort_twiml(&config, &style, true, 1);
     Ok(AppState(Arc::new(App {
         config,
         flows,

@@ -97,6 +97,9 @@ pub struct Config {
     pub schedule: Schedule,
     /// Named contacts (e-mail addresses).
     pub contacts: BTreeMap<String, String>,
+    /// Named texts that prompts use as `{name}`: business facts that change without a
+    /// flow edit, such as the cancellation policy.
+    pub texts: BTreeMap<String, String>,
     /// `voice` attribute of `<Say>`.
     pub say_voice: Option<String>,
     /// `language` attribute of `<Say>`.
@@ -131,6 +134,8 @@ struct FileConfig {
     hours: FileHours,
     #[serde(default)]
     contacts: BTreeMap<String, String>,
+    #[serde(default)]
+    texts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +209,15 @@ fn default_targets() -> BTreeMap<String, FileTarget> {
     ])
 }
 
+fn default_texts() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "cancellation_policy".to_string(),
+        "Orders can be cancelled at no charge until they are scheduled for delivery. \
+         After that, a cancellation is reviewed by Guest Care and a restocking fee may apply."
+            .to_string(),
+    )])
+}
+
 fn default_contacts() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("legal".to_string(), "legal@example.com".to_string()),
@@ -266,26 +280,37 @@ impl Config {
             .parse()
             .context("listen must be an address like 127.0.0.1:8080")?;
 
-        let pbx_mode = file.pbx.mode.as_deref().unwrap_or("dial");
-        let main_number = file
+        // Extensions default to SIP URIs on a placeholder PBX domain: an unconfigured server
+        // reaches nobody (the caller gets voicemail and a ticket) rather than dialling itself.
+        let pbx_mode = file.pbx.mode.as_deref().unwrap_or("sip");
+        let sip_domain = file
             .pbx
-            .main_number
+            .sip_domain
+            .unwrap_or_else(|| "pbx.example.com".into());
+        let guest_care_number = file
+            .lines
+            .guest_care
+            .clone()
             .unwrap_or_else(|| GUEST_CARE_NUMBER.into());
-        let sip_domain = file.pbx.sip_domain;
+        let main_number = match (pbx_mode, file.pbx.main_number) {
+            ("dial", None) => bail!(
+                "pbx.mode = \"dial\" needs pbx.main_number, the PBX number that answers extensions"
+            ),
+            ("dial", Some(n)) if n == guest_care_number => bail!(
+                "pbx.main_number {n} is the Guest Care line this server answers: extensions would \
+                 dial back into the IVR. Use the PBX's own number, or pbx.mode = \"sip\""
+            ),
+            (_, n) => n.unwrap_or_default(),
+        };
         let mut targets_file = default_targets();
         targets_file.extend(file.targets);
         let mut targets = BTreeMap::new();
         for (name, t) in targets_file {
             let target = match (t.extension, t.number, t.sip, t.queue) {
                 (Some(ext), None, None, None) => match pbx_mode {
-                    "sip" => {
-                        let domain = sip_domain
-                            .as_deref()
-                            .ok_or_else(|| anyhow!("pbx.mode = \"sip\" needs pbx.sip_domain"))?;
-                        Target::Sip {
-                            uri: format!("sip:{ext}@{domain}"),
-                        }
-                    }
+                    "sip" => Target::Sip {
+                        uri: format!("sip:{ext}@{sip_domain}"),
+                    },
                     "dial" => Target::Number {
                         number: main_number.clone(),
                         send_digits: Some(format!("ww{ext}")),
@@ -340,6 +365,16 @@ impl Config {
         }
         let mut contacts = default_contacts();
         contacts.extend(file.contacts);
+        let mut texts = default_texts();
+        texts.extend(file.texts);
+        for name in texts.keys() {
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                bail!("texts.{name}: names may use only a-z, 0-9 and _");
+            }
+        }
 
         Ok(Self {
             listen,
@@ -353,10 +388,7 @@ impl Config {
             brand: file.brand.unwrap_or_else(|| "Example Furniture".into()),
             website: file.website.unwrap_or_else(|| "www.example.com".into()),
             texting_number: file.texting_number.unwrap_or_else(|| "274539".into()),
-            guest_care_number: file
-                .lines
-                .guest_care
-                .unwrap_or_else(|| GUEST_CARE_NUMBER.into()),
+            guest_care_number,
             stores: file.lines.stores,
             guest_care_flow: file
                 .lines
@@ -370,6 +402,7 @@ impl Config {
                 holidays,
             },
             contacts,
+            texts,
             say_voice: file.say.voice,
             say_language: file.say.language.unwrap_or_else(|| "en-US".into()),
             dial_timeout: file.dial_timeout.unwrap_or(30),
@@ -422,14 +455,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_route_extensions_through_the_main_number() -> anyhow::Result<()> {
+    fn defaults_reach_extensions_as_sip_uris_on_a_placeholder_pbx() -> anyhow::Result<()> {
         let cfg = Config::from_toml("")?;
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(
             cfg.targets.get("oom"),
+            Some(&Target::Sip {
+                uri: "sip:350152@pbx.example.com".into()
+            })
+        );
+        assert_eq!(
+            cfg.targets.get("escalation"),
             Some(&Target::Number {
                 number: "+18007373233".into(),
-                send_digits: Some("ww350152".into())
+                send_digits: Some("ww5".into())
             })
         );
         assert_eq!(
@@ -443,15 +482,26 @@ mod tests {
     }
 
     #[test]
-    fn sip_mode_reaches_extensions_as_sip_uris() -> anyhow::Result<()> {
-        let cfg = Config::from_toml("[pbx]\nmode = \"sip\"\nsip_domain = \"pbx.example.com\"\n")?;
+    fn dial_mode_sends_the_extension_after_the_pbx_answers() -> anyhow::Result<()> {
+        let cfg = Config::from_toml("[pbx]\nmode = \"dial\"\nmain_number = \"+12045550199\"\n")?;
         assert_eq!(
             cfg.targets.get("after_sales"),
-            Some(&Target::Sip {
-                uri: "sip:2005@pbx.example.com".into()
+            Some(&Target::Number {
+                number: "+12045550199".into(),
+                send_digits: Some("ww2005".into())
             })
         );
         Ok(())
+    }
+
+    #[test]
+    fn dial_mode_refuses_to_dial_back_into_the_guest_care_line() {
+        let err = Config::from_toml("[pbx]\nmode = \"dial\"\nmain_number = \"+18007373233\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("dial back into the IVR"), "{err}");
+        assert!(Config::from_toml("[pbx]\nmode = \"dial\"\n").is_err());
     }
 
     #[test]

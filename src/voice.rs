@@ -11,11 +11,12 @@ use crate::signature;
 use crate::storage::{CallInfo, StatusUpdate, StepBatch};
 use crate::twiml;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 /// Largest webhook body accepted; Twilio's forms are a few kilobytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -119,14 +120,38 @@ impl FromRequest<AppState> for Webhook {
     }
 }
 
-/// The call a webhook belongs to, from its parameters and configuration.
+/// The longest a step may take before the caller is sent down the safe route instead;
+/// with the error route's own limit this keeps every answer well inside Twilio's 15 s.
+const STEP_DEADLINE: Duration = Duration::from_secs(6);
+/// The longest the error route waits to record itself before answering anyway.
+const ERROR_RECORD_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What had already happened when a webhook failed, so the safe route does not undo it.
+#[derive(Debug, Clone)]
+enum Before {
+    /// Nothing the caller would miss.
+    Nothing,
+    /// The caller left a voicemail: keep it, thank them and hang up.
+    Recorded { url: String, duration: Option<i64> },
+    /// The transfer connected and ended: hang up, do not dial again.
+    Connected,
+}
+
+/// The call a webhook belongs to and which webhook it is.
 struct CallCtx {
     sid: Option<CallSid>,
     info: CallInfo,
     from: PhoneNumber,
+    /// `incoming`, `gather`, `silence`, `dial`, …
+    event: &'static str,
+    /// Sequence number of the webhook within the call, from its URL.
+    seq: u32,
+    /// Identifies the webhook among the call's webhooks; retries share it.
+    key: String,
+    before: Before,
 }
 
-fn call_ctx(state: &AppState, hook: &Webhook) -> CallCtx {
+fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
     let cfg = &state.config;
     let sid = hook.param("CallSid").and_then(|s| CallSid::parse(s).ok());
     let from = PhoneNumber::parse(hook.param("From").unwrap_or(""));
@@ -141,6 +166,27 @@ fn call_ctx(state: &AppState, hook: &Webhook) -> CallCtx {
             Some(cfg.store_name(to.as_str()).to_string()),
         )
     };
+    let seq = hook.query_u32("seq");
+    let key = match event {
+        // The fallback URL is fixed in the console; the failed webhook's URL tells them apart.
+        "fallback" => format!(
+            "fallback:{}",
+            hook.param("ErrorUrl")
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect::<String>()
+        ),
+        _ => format!("{seq}:{event}"),
+    };
+    let before = match event {
+        "record" => recording_of(hook)
+            .map(|(url, duration)| Before::Recorded { url, duration })
+            .unwrap_or(Before::Nothing),
+        "dial" if dial_connected(hook.param("DialCallStatus").unwrap_or("")) => Before::Connected,
+        _ => Before::Nothing,
+    };
     CallCtx {
         info: CallInfo {
             call_sid: sid.as_ref().map(|s| s.to_string()).unwrap_or_default(),
@@ -153,21 +199,68 @@ fn call_ctx(state: &AppState, hook: &Webhook) -> CallCtx {
         },
         sid,
         from,
+        event,
+        seq,
+        key,
+        before,
     }
 }
 
-/// `POST /voice/incoming`: a call comes in.
-pub async fn incoming(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
-    let start = state.flows.start(&ctx.info.flow);
-    let input = match start {
-        Some(node) => Ok(Input::Enter(node)),
-        None => Err(EngineError::UnknownNode(format!(
-            "{} (no start)",
-            ctx.info.flow
-        ))),
+fn dial_connected(status: &str) -> bool {
+    matches!(status, "completed" | "answered")
+}
+
+/// The recording of a Record action: an http(s) URL and its length.
+fn recording_of(hook: &Webhook) -> Option<(String, Option<i64>)> {
+    let url = hook
+        .param("RecordingUrl")
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(2048)
+        .collect();
+    let duration = hook.param("RecordingDuration").and_then(|d| d.parse().ok());
+    Some((url, duration))
+}
+
+type StepFn = fn(&AppState, &CallCtx, &Webhook) -> Result<Input, EngineError>;
+
+/// Runs one call webhook on its own task, under a deadline: a panic, an error or a step
+/// that runs too long all end in the error route, recorded against the call.
+async fn guarded(state: AppState, hook: Webhook, event: &'static str, input: StepFn) -> TwiML {
+    let task = {
+        let (state, hook) = (state.clone(), hook.clone());
+        tokio::spawn(async move {
+            let ctx = call_ctx(&state, &hook, event);
+            let input = input(&state, &ctx, &hook);
+            run(&state, &ctx, input).await
+        })
     };
-    run(&state, &ctx, 0, "incoming", input).await
+    let abort = task.abort_handle();
+    let failure = match tokio::time::timeout(STEP_DEADLINE, task).await {
+        Ok(Ok(answer)) => return answer,
+        Ok(Err(e)) if e.is_panic() => "panic while answering the webhook".to_string(),
+        Ok(Err(e)) => format!("webhook task failed: {e}"),
+        Err(_) => {
+            abort.abort();
+            format!("no answer within {} s", STEP_DEADLINE.as_secs())
+        }
+    };
+    let ctx = call_ctx(&state, &hook, event);
+    error_route(&state, &ctx, &failure, None).await
+}
+
+/// `POST /voice/incoming`: a call comes in.
+pub async fn incoming(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    guarded(state, hook, "incoming", |state, ctx, _| {
+        let flow = &ctx.info.flow;
+        state
+            .flows
+            .start(flow)
+            .map(Input::Enter)
+            .ok_or_else(|| EngineError::UnknownNode(format!("{flow} (no start)")))
+    })
+    .await
 }
 
 fn node_of(hook: &Webhook) -> Result<NodeRef, EngineError> {
@@ -176,10 +269,7 @@ fn node_of(hook: &Webhook) -> Result<NodeRef, EngineError> {
         .ok_or_else(|| EngineError::UnknownNode(raw.chars().take(80).collect()))
 }
 
-/// `POST /voice/gather`: a menu's answer, or the redirect after silence.
-pub async fn gather(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
-    let silence = hook.query("silence").is_some();
+fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError> {
     let digits = if silence {
         None
     } else {
@@ -194,55 +284,73 @@ pub async fn gather(state: axum::extract::State<AppState>, hook: Webhook) -> Twi
                 .unwrap_or_default(),
         )
     };
-    let event = if silence { "silence" } else { "gather" };
-    let input = node_of(&hook).map(|node| Input::Gather {
+    node_of(hook).map(|node| Input::Gather {
         node,
         attempt: hook.query_u32("attempt").max(1),
         digits,
-    });
-    run(&state, &ctx, hook.query_u32("seq"), event, input).await
+    })
+}
+
+/// `POST /voice/gather`: a menu's answer, or the redirect after silence.
+pub async fn gather(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    if hook.query("silence").is_some() {
+        guarded(state, hook, "silence", |_, _, hook| {
+            gather_input(hook, true)
+        })
+        .await
+    } else {
+        guarded(state, hook, "gather", |_, _, hook| {
+            gather_input(hook, false)
+        })
+        .await
+    }
 }
 
 /// `POST /voice/dial`: the outcome of a transfer.
-pub async fn dial(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
-    let status = hook.param("DialCallStatus").unwrap_or("failed").to_string();
-    let input = node_of(&hook).map(|node| Input::Dial { node, status });
-    run(&state, &ctx, hook.query_u32("seq"), "dial", input).await
+pub async fn dial(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    guarded(state, hook, "dial", |_, _, hook| {
+        let status = hook.param("DialCallStatus").unwrap_or("failed").to_string();
+        node_of(hook).map(|node| Input::Dial { node, status })
+    })
+    .await
 }
 
 /// `POST /voice/queue`: the caller left the escalation queue.
-pub async fn queue(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
-    let result = hook.param("QueueResult").unwrap_or("error").to_string();
-    let input = node_of(&hook).map(|node| Input::Queue { node, result });
-    run(&state, &ctx, hook.query_u32("seq"), "queue", input).await
+pub async fn queue(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    guarded(state, hook, "queue", |_, _, hook| {
+        let result = hook.param("QueueResult").unwrap_or("error").to_string();
+        node_of(hook).map(|node| Input::Queue { node, result })
+    })
+    .await
 }
 
 /// `POST /voice/record`: a voicemail, or the redirect when nothing was recorded.
-pub async fn record(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
-    let silence = hook.query("silence").is_some();
-    let url = if silence {
-        None
+pub async fn record(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    if hook.query("silence").is_some() {
+        guarded(state, hook, "silence", |_, _, hook| {
+            node_of(hook).map(|node| Input::Recorded {
+                node,
+                url: None,
+                duration: None,
+            })
+        })
+        .await
     } else {
-        hook.param("RecordingUrl")
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-            .map(|u| u.chars().filter(|c| !c.is_control()).take(2048).collect())
-    };
-    let duration = hook.param("RecordingDuration").and_then(|d| d.parse().ok());
-    let event = if silence { "silence" } else { "record" };
-    let input = node_of(&hook).map(|node| Input::Recorded {
-        node,
-        url,
-        duration,
-    });
-    run(&state, &ctx, hook.query_u32("seq"), event, input).await
+        guarded(state, hook, "record", |_, _, hook| {
+            let rec = recording_of(hook);
+            node_of(hook).map(|node| Input::Recorded {
+                node,
+                duration: rec.as_ref().and_then(|r| r.1),
+                url: rec.map(|r| r.0),
+            })
+        })
+        .await
+    }
 }
 
 /// `POST /voice/queue/wait`: what callers waiting in the queue hear (no records).
-pub async fn queue_wait(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
+pub async fn queue_wait(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    let ctx = call_ctx(&state, &hook, "queue_wait");
     let env = env_for(&state, &ctx, state.now(), None);
     let step = node_of(&hook).and_then(|node| {
         engine::step(
@@ -262,22 +370,29 @@ pub async fn queue_wait(state: axum::extract::State<AppState>, hook: Webhook) ->
 }
 
 /// `POST /voice/fallback`: the platform could not use our answer; route the caller safely.
-pub async fn fallback(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
+pub async fn fallback(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    let ctx = call_ctx(&state, &hook, "fallback");
     let code = hook.param("ErrorCode").unwrap_or("unknown");
     let url = hook.param("ErrorUrl").unwrap_or("");
     let message = format!(
         "platform fallback: error {code} at {}",
         url.chars().take(200).collect::<String>()
     );
-    let seq = hook.query_u32("seq");
-    tracing::error!(call_sid = %ctx.info.call_sid, %message, "fallback URL requested");
-    error_route(&state, &ctx, seq, "fallback", &message, None).await
+    let over = read_override(&state).await;
+    error_route(&state, &ctx, &message, over).await
+}
+
+/// The manager's hours override, or none when the database cannot say in time.
+async fn read_override(state: &AppState) -> Option<crate::hours::OverrideState> {
+    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.hours_override()).await {
+        Ok(Ok(over)) => over,
+        _ => None,
+    }
 }
 
 /// `POST /voice/status`: a status callback. Stored even for calls we never saw.
-pub async fn status(state: axum::extract::State<AppState>, hook: Webhook) -> TwiML {
-    let ctx = call_ctx(&state, &hook);
+pub async fn status(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    let ctx = call_ctx(&state, &hook, "status");
     let empty = TwiML(twiml::render(&[], &state.style));
     if ctx.sid.is_none() {
         tracing::warn!("status callback without a valid CallSid ignored");
@@ -327,63 +442,55 @@ fn env_for<'a>(
 }
 
 /// Takes a step and commits its records, or falls back to the error route.
-async fn run(
-    state: &AppState,
-    ctx: &CallCtx,
-    seq: u32,
-    event: &str,
-    input: Result<Input, EngineError>,
-) -> TwiML {
+async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>) -> TwiML {
     let Some(sid) = &ctx.sid else {
-        tracing::warn!(
-            event,
-            "webhook without a valid CallSid: safe route, nothing recorded"
-        );
-        return error_route(state, ctx, seq, event, "missing or invalid CallSid", None).await;
+        return error_route(state, ctx, "missing or invalid CallSid", None).await;
     };
     let now = state.now();
     let over = match state.store.hours_override().await {
         Ok(o) => o,
-        Err(e) => return error_route(state, ctx, seq, event, &e.to_string(), None).await,
+        Err(e) => return error_route(state, ctx, &e.to_string(), None).await,
     };
     let has_ticket = match state.store.call_has_ticket(sid.as_str()).await {
         Ok(t) => t,
-        Err(e) => return error_route(state, ctx, seq, event, &e.to_string(), over).await,
+        Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
     };
     let input = match input {
         Ok(i) => i,
-        Err(e) => return error_route(state, ctx, seq, event, &e.to_string(), over).await,
+        Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
     };
     let env = env_for(state, ctx, now, over);
-    let call_state = CallState { has_ticket, seq };
+    let call_state = CallState {
+        has_ticket,
+        seq: ctx.seq,
+    };
     let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
         engine::step(&state.flows, &env, call_state, input)
     }));
     let step = match stepped {
         Ok(Ok(step)) => step,
-        Ok(Err(e)) => return error_route(state, ctx, seq, event, &e.to_string(), over).await,
-        Err(_) => {
-            return error_route(state, ctx, seq, event, "panic in the flow engine", over).await
-        }
+        Ok(Err(e)) => return error_route(state, ctx, &e.to_string(), over).await,
+        Err(_) => return error_route(state, ctx, "panic in the flow engine", over).await,
     };
-    let key = format!("{seq}:{event}");
+    let answer = twiml::render(&step.actions, &state.style);
     let batch = StepBatch {
         call: &ctx.info,
-        request_key: &key,
+        request_key: &ctx.key,
         at: now,
         records: &step.records,
         error: None,
+        answer: &answer,
     };
     match state.store.commit_step(&batch).await {
-        Ok(ticket) => {
-            log_step(ctx, event, &step);
-            answer(state, step, ticket)
+        Ok(done) => {
+            log_step(ctx, &step, done.replay.is_some());
+            fill_ticket(done.replay.unwrap_or(answer), done.ticket)
         }
-        Err(e) => error_route(state, ctx, seq, event, &e.to_string(), over).await,
+        Err(e) => error_route(state, ctx, &e.to_string(), over).await,
     }
 }
 
-fn log_step(ctx: &CallCtx, event: &str, step: &Step) {
+fn log_step(ctx: &CallCtx, step: &Step, replay: bool) {
     let last = step.records.iter().rev().find_map(|r| match r {
         Record::Step(s) => Some(s),
         _ => None,
@@ -391,75 +498,124 @@ fn log_step(ctx: &CallCtx, event: &str, step: &Step) {
     tracing::info!(
         call_sid = %ctx.info.call_sid,
         from = %ctx.from,
-        event,
+        event = ctx.event,
         node = last.map(|s| s.node.as_str()).unwrap_or(""),
         result = last.map(|s| s.result.as_str()).unwrap_or(""),
+        replay,
         "call step"
     );
 }
 
-/// Fills `{ticket_number}` in what the caller hears and renders the TwiML.
-fn answer(state: &AppState, mut step: Step, ticket: Option<TicketNumber>) -> TwiML {
-    let spoken = ticket.map(|t| t.spoken()).unwrap_or_default();
-    for a in &mut step.actions {
-        if let Action::Say(text) | Action::Gather { prompt: text, .. } = a {
-            if text.contains("{ticket_number}") {
-                *text = text.replace("{ticket_number}", &spoken);
-            }
-        }
+/// Fills `{ticket_number}` in the TwiML with the ticket number spelled out for speech.
+fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
+    if !answer.contains("{ticket_number}") {
+        return TwiML(answer);
     }
-    TwiML(twiml::render(&step.actions, &state.style))
+    let spoken = ticket.map(|t| t.spoken()).unwrap_or_default();
+    TwiML(answer.replace("{ticket_number}", &spoken))
 }
 
-/// The apology and safe route after an internal error, recorded against the call when possible.
+/// The apology and safe route after an internal error, recorded against the call when
+/// possible: Guest Care OOM when open, voicemail and a ticket when closed. A voicemail
+/// already left is kept and a transfer already made is not dialled again.
 async fn error_route(
     state: &AppState,
     ctx: &CallCtx,
-    seq: u32,
-    event: &str,
     error: &str,
     over: Option<crate::hours::OverrideState>,
 ) -> TwiML {
-    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event, error, "call step failed: safe route");
+    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, error, "call step failed: safe route");
     let now = state.now();
     let env = env_for(state, ctx, now, over);
-    let Some(entry) = NodeRef::parse_qualified(ERROR_ENTRY) else {
-        return TwiML(state.last_resort.clone());
-    };
     let call_state = CallState {
         has_ticket: false,
-        seq,
+        seq: ctx.seq,
     };
-    let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        engine::step(&state.flows, &env, call_state, Input::Enter(entry))
-    }));
-    let Ok(Ok(mut step)) = stepped else {
-        return TwiML(state.last_resort.clone());
-    };
-    let mut ticket = None;
-    if ctx.sid.is_some() {
-        let mut records = vec![Record::Step(StepRecord {
-            node: ERROR_ENTRY.into(),
-            kind: "error".into(),
-            said: String::new(),
-            digits: None,
-            result: error.chars().take(500).collect(),
-        })];
-        records.append(&mut step.records);
-        let key = format!("{seq}:{event}:error");
-        let batch = StepBatch {
-            call: &ctx.info,
-            request_key: &key,
-            at: now,
-            records: &records,
-            error: Some(error),
-        };
-        match state.store.commit_step(&batch).await {
-            Ok(t) => ticket = t,
-            Err(e) => {
-                tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "error route not recorded")
+    let mut records = vec![Record::Step(StepRecord {
+        node: ERROR_ENTRY.into(),
+        kind: "error".into(),
+        said: String::new(),
+        digits: None,
+        result: error.chars().take(500).collect(),
+    })];
+    let mut step = match &ctx.before {
+        Before::Recorded { url, duration } => {
+            records.push(Record::Recording {
+                url: url.clone(),
+                duration_seconds: *duration,
+            });
+            records.push(Record::Outcome {
+                value: "voicemail".into(),
+                replace: true,
+            });
+            Step {
+                actions: vec![Action::Say(THANKS.into()), Action::Hangup],
+                records: Vec::new(),
             }
         }
+        Before::Connected => Step {
+            actions: vec![Action::Hangup],
+            records: Vec::new(),
+        },
+        Before::Nothing => {
+            let stepped = NodeRef::parse_qualified(ERROR_ENTRY).map(|entry| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    engine::step(&state.flows, &env, call_state, Input::Enter(entry))
+                }))
+            });
+            match stepped {
+                Some(Ok(Ok(step))) => step,
+                _ => return last_resort(state, ctx, over),
+            }
+        }
+    };
+    records.append(&mut step.records);
+    let answer = twiml::render(&step.actions, &state.style);
+    if ctx.sid.is_none() {
+        tracing::warn!(
+            event = ctx.event,
+            "webhook without a valid CallSid: nothing recorded"
+        );
+        return fill_ticket(answer, None);
     }
-    answer(state, step, ticket)
+    let key = format!("{}:error", ctx.key);
+    let batch = StepBatch {
+        call: &ctx.info,
+        request_key: &key,
+        at: now,
+        records: &records,
+        error: Some(error),
+        answer: &answer,
+    };
+    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.commit_step(&batch)).await {
+        Ok(Ok(done)) => fill_ticket(done.replay.unwrap_or(answer), done.ticket),
+        Ok(Err(e)) => {
+            tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "error route not recorded");
+            fill_ticket(answer, None)
+        }
+        Err(_) => {
+            tracing::error!(call_sid = %ctx.info.call_sid, "error route not recorded in time");
+            fill_ticket(answer, None)
+        }
+    }
+}
+
+const THANKS: &str =
+    "Thank you, we have your message. A Guest Care agent will call you back. Goodbye.";
+
+/// When even the error flow cannot be taken: an apology, then Guest Care OOM when open,
+/// or the hours and goodbye when closed. Built from configuration alone.
+fn last_resort(
+    state: &AppState,
+    ctx: &CallCtx,
+    over: Option<crate::hours::OverrideState>,
+) -> TwiML {
+    tracing::error!(call_sid = %ctx.info.call_sid, "error flow unavailable: last-resort answer");
+    let open = state.config.schedule.is_open(state.now(), over);
+    TwiML(crate::app::last_resort_twiml(
+        &state.config,
+        &state.style,
+        open,
+        ctx.seq + 1,
+    ))
 }

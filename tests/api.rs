@@ -69,7 +69,28 @@ async fn a_bad_override_or_filter_gets_a_clear_400() {
         .as_str()
         .unwrap()
         .contains("\"open\" | \"closed\" | null"));
-    for q in ["since=yesterday", "limit=0", "line=moon", "cursor=zzz"] {
+    let res = app
+        .http
+        .put(format!("{}/api/hours/override", app.addr))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "a missing state is not a silent clear");
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("`state` is required"));
+    for q in [
+        "since=yesterday",
+        "limit=0",
+        "limit=many",
+        "colour=red",
+        "line=moon",
+        "cursor=zzz",
+    ] {
         let res = app
             .http
             .get(format!("{}/api/calls?{q}", app.addr))
@@ -78,6 +99,8 @@ async fn a_bad_override_or_filter_gets_a_clear_400() {
             .await
             .unwrap();
         assert_eq!(res.status(), 400, "{q}");
+        let body: Value = res.json().await.expect("a JSON error body");
+        assert!(!body["error"].as_str().unwrap_or("").is_empty(), "{q}");
     }
     let res = app
         .http

@@ -126,6 +126,18 @@ fn every_class_of_flow_error_is_reported_with_file_node_and_line() {
             Some("a"),
             3,
         ),
+        (
+            "loop_through_closed_transfer",
+            "loops back to itself without waiting",
+            Some("a"),
+            3,
+        ),
+        (
+            "missing_start",
+            "start node `nowhere` does not exist",
+            Some("nowhere"),
+            1,
+        ),
     ];
     for (bad, message, node, line) in cases {
         let problems = problems_with(bad);
@@ -141,6 +153,24 @@ fn every_class_of_flow_error_is_reported_with_file_node_and_line() {
         assert_eq!(found.node.as_deref(), *node, "{bad}: node");
         assert_eq!(found.line, Some(*line), "{bad}: line of {found}");
     }
+}
+
+#[test]
+fn every_problem_is_listed_even_behind_a_broken_node() {
+    let problems = problems_with("several_problems");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let has = |node: &str, message: &str| {
+        problems
+            .iter()
+            .any(|p| p.node.as_deref() == Some(node) && p.message.contains(message))
+    };
+    assert!(has("a", "needs `text`"), "{text:#?}");
+    assert!(has("b", "refers to unknown node"), "{text:#?}");
+    assert!(has("orphan", "is unreachable"), "{text:#?}");
+    assert!(
+        !has("b", "is unreachable"),
+        "b is reached through a, which failed to build: {text:#?}"
+    );
 }
 
 #[test]

@@ -24,7 +24,8 @@ async fn option_1_is_the_shared_not_delivered_menu() {
     assert!(call.says().contains("For your delivery date, press 1"));
     call.press("4").await;
     call.press("2").await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.dialled(), expect(OOM));
+    call.connects("oom").await;
     assert_eq!(call.ticket_categories().await, ["OOM"]);
     let rec = call.record().await;
     assert_eq!(
@@ -38,7 +39,7 @@ async fn option_2_transfers_to_after_sales() {
     let app = spawn_app().await;
     let mut call = app.call(GUEST_CARE).await;
     call.press("2").await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww2005".into()));
+    assert_eq!(call.dialled(), expect(AFTER_SALES));
     assert!(call.ticket_categories().await.is_empty());
     call.dial_ends("answered").await;
     assert_eq!(call.record().await["outcome"], "transferred:after_sales");
@@ -50,7 +51,8 @@ async fn option_3_explains_shopping_dollars_and_transfers_to_oom() {
     let mut call = app.call(GUEST_CARE).await;
     call.press("3").await;
     assert!(call.says().contains("30 days"));
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.dialled(), expect(OOM));
+    call.connects("oom").await;
 }
 
 #[tokio::test]
@@ -101,7 +103,8 @@ async fn option_7_is_the_shared_legal_menu() {
     call.press("7").await;
     assert!(call.says().contains("court summons, press 1"));
     call.press("2").await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww5".into()));
+    assert_eq!(call.dialled(), expect(ESCALATION));
+    call.connects("escalation").await;
     let rec = call.record().await;
     assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
     assert_eq!(rec["notifications"][0]["contact"], "guest_care_manager");
@@ -109,4 +112,102 @@ async fn option_7_is_the_shared_legal_menu() {
         .as_str()
         .unwrap()
         .contains("Guest Care"));
+}
+
+#[tokio::test]
+async fn option_7_then_1_is_a_court_summons_with_a_ticket_a_legal_notice_and_a_voicemail() {
+    let app = spawn_app().await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("7").await;
+    call.press("1").await;
+    assert!(call.twiml.first("Record").is_some(), "{}", call.xml);
+    let rec = call.record().await;
+    assert_eq!(rec["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
+    assert_eq!(rec["tickets"][0]["reason"], "Court summons");
+    assert_eq!(rec["notifications"][0]["contact"], "legal");
+    assert!(rec["notifications"][0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Guest Care"));
+    call.leave_voicemail("https://api.twilio.com/recordings/RE71")
+        .await;
+    assert!(call.hung_up());
+    assert!(call.says().contains("Your ticket number is G C"));
+    let rec = call.record().await;
+    assert_eq!(rec["outcome"], "voicemail");
+    assert_eq!(
+        rec["tickets"][0]["recording_url"],
+        "https://api.twilio.com/recordings/RE71"
+    );
+    assert_eq!(
+        call.step_nodes().await,
+        [
+            "guest_care.main",
+            "guest_care.main",
+            "legal.main",
+            "legal.main",
+            "legal.summons_ticket",
+            "legal.summons_notify",
+            "legal.summons_voicemail",
+            "legal.summons_voicemail",
+            "legal.summons_goodbye",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn when_closed_option_5_takes_a_voicemail_and_a_follow_up_instead_of_the_queue() {
+    let app = spawn_at(sunday_morning()).await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("5").await;
+    assert!(call.twiml.first("Enqueue").is_none(), "{}", call.xml);
+    assert!(call.says().contains("Guest Care is closed"));
+    assert!(call.twiml.first("Record").is_some());
+    call.leave_voicemail("https://api.twilio.com/recordings/RE75")
+        .await;
+    assert!(call.hung_up());
+    let rec = call.record().await;
+    assert_eq!(rec["outcome"], "voicemail");
+    assert_eq!(rec["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
+    assert_eq!(
+        rec["tickets"][0]["recording_url"],
+        "https://api.twilio.com/recordings/RE75"
+    );
+    assert!(rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["result"] == "escalation_queue not reached: Guest Care closed"));
+}
+
+#[tokio::test]
+async fn when_closed_option_7_then_2_keeps_its_ticket_and_notice_and_takes_a_voicemail() {
+    let app = spawn_at(sunday_morning()).await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.press("7").await;
+    call.press("2").await;
+    assert!(call.twiml.first("Dial").is_none(), "{}", call.xml);
+    assert!(call.says().contains("Guest Care is closed"));
+    let rec = call.record().await;
+    assert_eq!(
+        rec["notifications"][0]["contact"], "guest_care_manager",
+        "the manager hears of it even at night"
+    );
+    call.leave_voicemail("https://api.twilio.com/recordings/RE72")
+        .await;
+    assert!(call.hung_up());
+    let rec = call.record().await;
+    assert_eq!(rec["outcome"], "voicemail");
+    assert_eq!(rec["tickets"].as_array().unwrap().len(), 1, "one ticket");
+    assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
+    assert!(rec["tickets"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("Legal or agency matter"));
+    assert_eq!(
+        rec["tickets"][0]["recording_url"],
+        "https://api.twilio.com/recordings/RE72"
+    );
 }

@@ -44,7 +44,8 @@ async fn silence_reprompts_then_three_silences_transfer_to_oom_when_open() {
         .attr("action")
         .contains("attempt=3"));
     call.silence().await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.dialled(), expect(OOM));
+    call.connects("oom").await;
     assert!(
         call.ticket_categories().await.is_empty(),
         "no ticket when open"
@@ -73,7 +74,8 @@ async fn wrong_keys_reprompt_then_fall_back_after_three_attempts() {
         .starts_with("Sorry, that is not one of the options. For your delivery date"));
     call.press("0").await;
     call.press("#").await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.dialled(), expect(OOM));
+    call.connects("oom").await;
     let rec = call.record().await;
     let digits: Vec<&str> = rec["steps"]
         .as_array()
@@ -122,14 +124,17 @@ async fn when_closed_a_path_without_a_ticket_gets_a_follow_up_with_the_voicemail
     let mut call = app.call(GUEST_CARE).await;
     call.press("2").await;
     assert!(call.says().contains("Guest Care is closed"));
-    assert!(
-        call.ticket_categories().await.is_empty(),
-        "no ticket before the voicemail"
+    assert_eq!(
+        call.ticket_categories().await,
+        vec!["Follow-Up"],
+        "the ticket is open before the tone, so a guest who hangs up is still called back"
     );
     call.leave_voicemail("https://api.twilio.com/recordings/RE3")
         .await;
     let rec = call.record().await;
+    assert_eq!(rec["tickets"].as_array().unwrap().len(), 1);
     assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
+    assert_eq!(rec["outcome"], "voicemail");
     assert_eq!(
         rec["tickets"][0]["recording_url"],
         "https://api.twilio.com/recordings/RE3"
@@ -150,6 +155,9 @@ async fn when_closed_a_caller_who_leaves_no_message_still_gets_a_ticket() {
     call.post(&redirect, &[]).await;
     assert!(call.hung_up());
     assert_eq!(call.ticket_categories().await, ["Follow-Up"]);
+    let rec = call.record().await;
+    assert_eq!(rec["outcome"], "voicemail_empty", "no message was left");
+    assert!(rec["tickets"][0]["recording_url"].is_null());
 }
 
 #[tokio::test]
@@ -198,7 +206,8 @@ async fn the_managers_override_closes_and_opens_guest_care_and_can_be_cleared() 
     app.set_override(json!("open")).await;
     let mut call = app.call(GUEST_CARE).await;
     call.press("2").await;
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww2005".into()));
+    assert_eq!(call.dialled(), expect(AFTER_SALES));
+    call.connects("after_sales").await;
 
     let view = app.set_override(json!(null)).await;
     assert_eq!(view["state"], serde_json::Value::Null);

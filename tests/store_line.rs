@@ -4,16 +4,8 @@ mod common;
 
 use common::*;
 
-const OOM: (&str, &str) = ("+18007373233", "ww350152");
-const AFTER_SALES: (&str, &str) = ("+18007373233", "ww2005");
-const ESCALATION: (&str, &str) = ("+18007373233", "ww5");
-
 fn pair(p: (String, String)) -> (String, String) {
     p
-}
-
-fn expect(t: (&str, &str)) -> (String, String) {
-    (t.0.to_string(), t.1.to_string())
 }
 
 #[tokio::test]
@@ -99,9 +91,10 @@ async fn a_new_order_concern_hears_about_online_claims_then_goes_to_oom_with_an_
     call.press("2").await;
     assert!(call
         .says()
-        .contains("submit a claim online 24 hours a day, 7 days a week, at www.example.com"));
+        .contains("submit an Eva claim online, 24 hours a day, 7 days a week, at www.example.com"));
     call.press("1").await;
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert_eq!(call.ticket_categories().await, ["Initial"]);
 }
 
@@ -113,6 +106,7 @@ async fn a_new_service_concern_goes_to_after_sales_with_an_initial_ticket() {
     call.press("2").await;
     call.press("2").await;
     assert_eq!(pair(call.dialled()), expect(AFTER_SALES));
+    call.connects("after_sales").await;
     assert_eq!(call.ticket_categories().await, ["Initial"]);
 }
 
@@ -129,6 +123,7 @@ async fn a_delivery_date_question_hears_the_website_and_texting_then_oom_with_an
         call.says()
     );
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert_eq!(call.ticket_categories().await, ["OOM"]);
 }
 
@@ -139,6 +134,7 @@ async fn an_attempted_delivery_goes_to_after_sales_with_an_initial_ticket() {
     call.press("2").await;
     call.press("2").await;
     assert_eq!(pair(call.dialled()), expect(AFTER_SALES));
+    call.connects("after_sales").await;
     assert_eq!(call.ticket_categories().await, ["Initial"]);
 }
 
@@ -150,6 +146,7 @@ async fn a_broken_promise_cancellation_goes_to_oom_without_a_ticket() {
     call.press("3").await;
     call.press("1").await;
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert!(call.ticket_categories().await.is_empty());
 }
 
@@ -161,6 +158,7 @@ async fn a_policy_cancellation_goes_to_oom_without_a_ticket() {
     call.press("3").await;
     call.press("2").await;
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert!(call.ticket_categories().await.is_empty());
 }
 
@@ -175,6 +173,7 @@ async fn another_cancellation_hears_the_policy_logs_an_initial_ticket_and_may_re
     assert_eq!(call.ticket_categories().await, ["Initial"]);
     call.press("1").await;
     assert_eq!(pair(call.dialled()), expect(ESCALATION));
+    call.connects("escalation").await;
     assert_eq!(
         call.ticket_categories().await,
         ["Initial"],
@@ -212,6 +211,7 @@ async fn an_escalated_guest_already_in_touch_gets_a_follow_up_ticket_and_oom() {
     assert!(call.says().contains("already been in touch"));
     call.press("1").await;
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert_eq!(call.ticket_categories().await, ["Follow-Up"]);
 }
 
@@ -223,6 +223,7 @@ async fn an_escalated_guest_not_yet_in_touch_gets_an_oom_ticket_and_oom() {
     call.press("4").await;
     call.press("2").await;
     assert_eq!(pair(call.dialled()), expect(OOM));
+    call.connects("oom").await;
     assert_eq!(call.ticket_categories().await, ["OOM"]);
 }
 
@@ -283,6 +284,7 @@ async fn another_legal_matter_logs_a_follow_up_notifies_the_manager_and_escalate
     call.press("7").await;
     call.press("2").await;
     assert_eq!(pair(call.dialled()), expect(ESCALATION));
+    call.connects("escalation").await;
     let rec = call.record().await;
     assert_eq!(rec["tickets"][0]["category"], "Follow-Up");
     assert!(rec["tickets"][0]["reason"]

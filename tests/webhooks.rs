@@ -258,7 +258,7 @@ async fn a_webhook_without_a_call_sid_gets_an_apology_and_guest_care_and_records
     assert_eq!(answer.status, 200);
     let doc = parse_twiml(&answer.body);
     assert!(doc.first("Say").unwrap().text.contains("technical problem"));
-    assert_eq!(doc.first("Number").unwrap().attr("sendDigits"), "ww350152");
+    assert_eq!(doc.first("Sip").unwrap().text, OOM.0);
     assert_eq!(
         app.api("/api/calls").await["calls"]
             .as_array()
@@ -278,7 +278,7 @@ async fn an_unknown_node_gets_the_safe_route_and_the_error_is_recorded_against_t
     )
     .await;
     assert!(call.says().contains("technical problem"));
-    assert_eq!(call.dialled(), ("+18007373233".into(), "ww350152".into()));
+    assert_eq!(call.dialled(), expect(OOM));
     let rec = call.record().await;
     assert_eq!(rec["error_count"], 1);
     assert!(rec["last_error"].as_str().unwrap().contains("unknown node"));
@@ -297,7 +297,7 @@ async fn an_internal_error_when_closed_takes_a_voicemail_and_opens_a_ticket() {
     let mut call = app.call(STORE).await;
     call.post(
         "/voice/dial?node=store.main&seq=1",
-        &[("DialCallStatus", "completed")],
+        &[("DialCallStatus", "busy")],
     )
     .await;
     assert!(call.says().contains("technical problem"));
@@ -305,6 +305,124 @@ async fn an_internal_error_when_closed_takes_a_voicemail_and_opens_a_ticket() {
     call.leave_voicemail("https://api.twilio.com/recordings/RE7")
         .await;
     assert_eq!(call.ticket_categories().await, ["Follow-Up"]);
+}
+
+#[tokio::test]
+async fn an_error_after_a_completed_transfer_hangs_up_instead_of_dialling_again() {
+    let app = spawn_app().await;
+    let mut call = app.call(STORE).await;
+    call.post(
+        "/voice/dial?node=store.no_such_node&seq=3",
+        &[("DialCallStatus", "completed"), ("DialCallDuration", "60")],
+    )
+    .await;
+    assert_eq!(call.twiml.verbs(), ["Hangup"], "{}", call.xml);
+    let rec = call.record().await;
+    assert_eq!(rec["error_count"], 1);
+    assert!(rec["tickets"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_error_after_a_voicemail_keeps_the_recording_and_says_goodbye() {
+    let app = spawn_app().await;
+    let mut call = app.call(STORE).await;
+    call.post(
+        "/voice/record?node=store.no_such_node&seq=4",
+        &[
+            ("RecordingUrl", "https://api.twilio.com/recordings/RE8"),
+            ("RecordingDuration", "12"),
+        ],
+    )
+    .await;
+    assert!(call.hung_up());
+    assert!(call.twiml.first("Record").is_none());
+    assert!(call.twiml.first("Dial").is_none());
+    assert!(call.says().contains("we have your message"));
+    let rec = call.record().await;
+    assert_eq!(
+        rec["recording_url"],
+        "https://api.twilio.com/recordings/RE8"
+    );
+    assert_eq!(rec["outcome"], "voicemail");
+    assert_eq!(rec["error_count"], 1);
+}
+
+#[tokio::test]
+async fn a_retried_webhook_is_answered_the_same_and_writes_nothing_twice() {
+    let app = spawn_app().await;
+    let mut call = app.call(STORE).await;
+    call.press("7").await;
+    let menu = call.xml.clone();
+    // Court summons: a ticket, a notification, a voicemail prompt. Sent three times.
+    let action = call
+        .twiml
+        .first("Gather")
+        .unwrap()
+        .attr("action")
+        .to_string();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        call.post(&action, &[("Digits", "1")]).await;
+        answers.push(call.xml.clone());
+    }
+    assert_ne!(answers[0], menu);
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    let record = call
+        .twiml
+        .first("Record")
+        .unwrap()
+        .attr("action")
+        .to_string();
+    for _ in 0..3 {
+        call.post(
+            &record,
+            &[
+                ("RecordingUrl", "https://api.twilio.com/recordings/RE5"),
+                ("RecordingDuration", "9"),
+            ],
+        )
+        .await;
+    }
+    let rec = call.record().await;
+    assert_eq!(rec["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(rec["notifications"].as_array().unwrap().len(), 1);
+    let summons_steps = rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "legal.summons_ticket")
+        .count();
+    assert_eq!(summons_steps, 1);
+    let voicemail_results: Vec<&str> = rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "legal.summons_voicemail")
+        .map(|s| s["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(voicemail_results, ["recording", "recorded 9 s"]);
+}
+
+#[tokio::test]
+async fn a_retried_failing_webhook_counts_its_error_once() {
+    let app = spawn_app().await;
+    let mut call = app.call(STORE).await;
+    for _ in 0..3 {
+        call.post(
+            "/voice/gather?node=store.no_such_node&attempt=1&seq=1",
+            &[("Digits", "1")],
+        )
+        .await;
+    }
+    let rec = call.record().await;
+    assert_eq!(rec["error_count"], 1);
+    let errors = rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "error")
+        .count();
+    assert_eq!(errors, 1);
 }
 
 #[tokio::test]
@@ -323,6 +441,25 @@ async fn the_fallback_url_routes_the_caller_safely_and_records_the_platform_erro
     assert!(call.twiml.first("Dial").is_some());
     let rec = call.record().await;
     assert!(rec["last_error"].as_str().unwrap().contains("11200"));
+}
+
+#[tokio::test]
+async fn the_fallback_url_respects_the_managers_hours_override() {
+    let app = spawn_app().await;
+    app.set_override(serde_json::json!("closed")).await;
+    let mut call = app.call(GUEST_CARE).await;
+    call.post(
+        "/voice/fallback",
+        &[
+            ("ErrorCode", "11200"),
+            ("ErrorUrl", "https://ivr.example.com/voice/gather?seq=2"),
+        ],
+    )
+    .await;
+    assert!(call.twiml.first("Dial").is_none(), "{}", call.xml);
+    assert!(call.says().contains("Guest Care is closed"));
+    assert!(call.twiml.first("Record").is_some());
+    assert_eq!(call.ticket_categories().await, ["Follow-Up"]);
 }
 
 #[tokio::test]

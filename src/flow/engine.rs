@@ -213,8 +213,17 @@ pub fn step(
             run.transfer_result(node, answered, &status)?
         }
         Input::Queue { node, result } => {
-            // The caller left the queue: bridged (talked to someone), hung up, or was let go.
-            let done = matches!(result.as_str(), "bridged" | "hangup" | "redirected");
+            // The caller talked to someone, hung up, or was moved on by an agent: done.
+            // `leave` (the caller left the queue), a full queue, an error or a shutdown
+            // take the transfer's failed route: voicemail and a ticket.
+            let done = matches!(
+                result.as_str(),
+                "bridged"
+                    | "bridging-in-process"
+                    | "hangup"
+                    | "redirected"
+                    | "redirected-from-bridged"
+            );
             run.transfer_result(node, done, &result)?
         }
         Input::Recorded {
@@ -278,7 +287,15 @@ impl<'a> Run<'a, '_> {
     /// which knows the number only once the ticket is committed.
     fn render(&self, text: &str) -> String {
         let c = self.env.config;
-        text.replace("{store_name}", self.env.store_name)
+        // Configured texts first: they may use the placeholders below, such as {website}.
+        let mut out = text.to_string();
+        for (name, value) in &c.texts {
+            let key = format!("{{{name}}}");
+            if out.contains(&key) {
+                out = out.replace(&key, value);
+            }
+        }
+        out.replace("{store_name}", self.env.store_name)
             .replace("{brand}", &c.brand)
             .replace("{website}", &c.website)
             .replace("{texting_number}", &spaced(&c.texting_number))
@@ -446,6 +463,22 @@ impl<'a> Run<'a, '_> {
                     return Ok(());
                 }
                 Node::Voicemail(v) => {
+                    // The ticket is opened before the recording, so a guest who hangs up
+                    // at the tone still leaves a ticket to call back.
+                    if !self.state.has_ticket {
+                        self.out.records.push(Record::Ticket {
+                            category: v.ticket_category.clone(),
+                            reason: v.ticket_reason.clone(),
+                        });
+                        self.state.has_ticket = true;
+                        self.record_step(
+                            &current,
+                            kind,
+                            "",
+                            None,
+                            format!("ticket {}", v.ticket_category),
+                        );
+                    }
                     let said = self.say(self.render(&v.prompt));
                     self.out.actions.push(Action::Record {
                         max_length: v
@@ -573,25 +606,18 @@ impl<'a> Run<'a, '_> {
                 })
             }
         };
-        if !self.state.has_ticket {
-            self.out.records.push(Record::Ticket {
-                category: v.ticket_category.clone(),
-                reason: v.ticket_reason.clone(),
-            });
-            self.state.has_ticket = true;
-        }
-        let result = match url {
+        let (result, outcome) = match url {
             Some(url) => {
                 self.out.records.push(Record::Recording {
                     url,
                     duration_seconds: duration,
                 });
-                format!("recorded {} s", duration.unwrap_or(0))
+                (format!("recorded {} s", duration.unwrap_or(0)), "voicemail")
             }
-            None => "nothing recorded".into(),
+            None => ("nothing recorded".into(), "voicemail_empty"),
         };
         self.record_step(&node, "voicemail", "", None, result);
-        self.outcome("voicemail".into(), true);
+        self.outcome(outcome.into(), true);
         self.walk(v.next.clone())
     }
 }

@@ -202,12 +202,18 @@ impl Node {
         }
     }
 
-    /// Whether the node stops and waits for the caller or the platform (or ends the call).
-    pub fn waits(&self) -> bool {
-        matches!(
-            self,
-            Node::Menu(_) | Node::Transfer(_) | Node::Voicemail(_) | Node::Hangup { .. }
-        )
+    /// The exits taken within the same webhook, without waiting for the caller or the
+    /// platform: a transfer goes on to `closed` at once when Guest Care is closed.
+    pub fn immediate_exits(&self) -> Vec<&NodeRef> {
+        match self {
+            Node::Say { next, .. }
+            | Node::Ticket { next, .. }
+            | Node::Notify { next, .. }
+            | Node::Goto { next } => vec![next],
+            Node::Hours { open, closed } => vec![open, closed],
+            Node::Transfer(t) => vec![&t.closed],
+            Node::Menu(_) | Node::Voicemail(_) | Node::Hangup { .. } => vec![],
+        }
     }
 }
 
@@ -297,7 +303,7 @@ impl std::error::Error for Problems {}
 struct RawFile {
     #[allow(dead_code)]
     description: Option<String>,
-    start: Option<String>,
+    start: Option<toml::Spanned<String>>,
     #[serde(default)]
     nodes: BTreeMap<String, toml::Spanned<RawNode>>,
 }
@@ -377,6 +383,7 @@ pub fn load_dir(dir: &Path, config: &Config) -> Result<FlowSet, Problems> {
 pub fn load_sources(sources: &[(PathBuf, String)], config: &Config) -> Result<FlowSet, Problems> {
     let mut loader = Loader {
         problems: Vec::new(),
+        opaque: BTreeMap::new(),
         config,
     };
     let mut flows = BTreeMap::new();
@@ -429,27 +436,46 @@ pub fn load_sources(sources: &[(PathBuf, String)], config: &Config) -> Result<Fl
                 id: &id,
                 line,
             };
-            if let Some(node) = ctx.build(spanned.into_inner()) {
-                nodes.insert(id, node);
+            let raw_node = spanned.into_inner();
+            let exits = raw_exits(&raw_node, &name);
+            match ctx.build(raw_node) {
+                Some(node) => {
+                    nodes.insert(id, node);
+                }
+                None => {
+                    // Keep its references, so what lies behind it is still checked.
+                    loader.opaque.insert(
+                        NodeRef {
+                            flow: name.clone(),
+                            node: id,
+                        },
+                        exits,
+                    );
+                }
             }
         }
-        if let Some(start) = &raw.start {
+        let start = raw.start.map(|s| {
+            let line = line_of(text, s.span().start);
+            (s.into_inner(), line)
+        });
+        if let Some((start, line)) = &start {
             if !node_lines.contains_key(start) {
                 loader.problem(
                     &file,
-                    None,
-                    None,
+                    Some(*line),
+                    Some(start),
                     format!("start node `{start}` does not exist"),
                 );
             }
         }
+        let start = start.map(|(s, _)| s);
         lines.insert(name.clone(), node_lines);
         flows.insert(
             name.clone(),
             Flow {
                 name,
                 file: path.clone(),
-                start: raw.start,
+                start,
                 nodes,
                 version: file_hash[..12].to_string(),
             },
@@ -480,6 +506,37 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct Loader<'a> {
     problems: Vec<Problem>,
     config: &'a Config,
+    /// Nodes that failed to build, with the references their raw fields hold.
+    opaque: BTreeMap<NodeRef, Vec<NodeRef>>,
+}
+
+/// The node references a raw node's fields hold, as written (defaults included).
+fn raw_exits(raw: &RawNode, flow: &str) -> Vec<NodeRef> {
+    let resolve = |v: &str| match v.split_once('.') {
+        Some((f, n)) => NodeRef {
+            flow: f.into(),
+            node: n.into(),
+        },
+        None => NodeRef {
+            flow: flow.into(),
+            node: v.into(),
+        },
+    };
+    let mut refs: Vec<NodeRef> = [&raw.next, &raw.open, &raw.fallback]
+        .into_iter()
+        .flatten()
+        .map(|v| resolve(v))
+        .collect();
+    if raw.kind.as_deref() == Some("transfer") {
+        refs.push(resolve(raw.closed.as_deref().unwrap_or("common.closed")));
+        refs.push(resolve(
+            raw.failed.as_deref().unwrap_or("common.transfer_failed"),
+        ));
+    } else {
+        refs.extend(raw.closed.iter().chain(&raw.failed).map(|v| resolve(v)));
+    }
+    refs.extend(raw.options.iter().flatten().map(|o| resolve(&o.next)));
+    refs
 }
 
 impl Loader<'_> {
@@ -503,28 +560,30 @@ impl Loader<'_> {
             let line = lines.get(&r.flow).and_then(|l| l.get(&r.node)).copied();
             (file, line)
         };
-        // Unknown references.
-        let mut broken = false;
+        // Unknown references, from built nodes and from nodes that failed to build.
+        let exists = |r: &NodeRef| lines.get(&r.flow).is_some_and(|l| l.contains_key(&r.node));
+        let mut refs: Vec<(NodeRef, NodeRef)> = Vec::new();
         for flow in set.flows.values() {
             for (id, node) in &flow.nodes {
-                for exit in node.exits() {
-                    let exists = lines
-                        .get(&exit.flow)
-                        .is_some_and(|l| l.contains_key(&exit.node));
-                    if !exists {
-                        broken = true;
-                        let (file, line) = where_is(&NodeRef {
-                            flow: flow.name.clone(),
-                            node: id.clone(),
-                        });
-                        self.problem(
-                            &file,
-                            line,
-                            Some(id),
-                            format!("refers to unknown node `{exit}`"),
-                        );
-                    }
-                }
+                let from = NodeRef {
+                    flow: flow.name.clone(),
+                    node: id.clone(),
+                };
+                refs.extend(node.exits().into_iter().map(|e| (from.clone(), e.clone())));
+            }
+        }
+        for (from, exits) in &self.opaque {
+            refs.extend(exits.iter().map(|e| (from.clone(), e.clone())));
+        }
+        for (from, exit) in refs {
+            if !exists(&exit) {
+                let (file, line) = where_is(&from);
+                self.problem(
+                    &file,
+                    line,
+                    Some(&from.node),
+                    format!("refers to unknown node `{exit}`"),
+                );
             }
         }
         // Entry points the server relies on.
@@ -553,17 +612,17 @@ impl Loader<'_> {
             ),
         }
         roots.extend(set.flows.keys().filter_map(|f| set.start(f)));
-        if broken {
-            return;
-        }
-        // Reachability from every entry point.
+        // Reachability from every entry point, through nodes that failed to build too.
         let mut seen: BTreeSet<NodeRef> = BTreeSet::new();
         let mut stack = roots;
         while let Some(r) = stack.pop() {
+            if !seen.insert(r.clone()) {
+                continue;
+            }
             if let Some(node) = set.node(&r) {
-                if seen.insert(r.clone()) {
-                    stack.extend(node.exits().into_iter().cloned());
-                }
+                stack.extend(node.exits().into_iter().cloned());
+            } else if let Some(exits) = self.opaque.get(&r) {
+                stack.extend(exits.iter().cloned());
             }
         }
         for flow in set.flows.values() {
@@ -586,7 +645,7 @@ impl Loader<'_> {
         // A chain of nodes that never waits for the caller must end somewhere.
         for flow in set.flows.values() {
             for (id, node) in &flow.nodes {
-                if node.waits() {
+                if node.immediate_exits().is_empty() {
                     continue;
                 }
                 let start = NodeRef {
@@ -608,12 +667,12 @@ impl Loader<'_> {
     }
 }
 
-/// Whether following non-waiting nodes from `start` can come back to `start`.
+/// Whether following exits taken within one webhook from `start` can come back to `start`.
 fn loops_without_waiting(set: &FlowSet, start: &NodeRef) -> bool {
     let mut seen = BTreeSet::new();
     let mut stack: Vec<NodeRef> = set
         .node(start)
-        .map(|n| n.exits().into_iter().cloned().collect())
+        .map(|n| n.immediate_exits().into_iter().cloned().collect())
         .unwrap_or_default();
     while let Some(r) = stack.pop() {
         if &r == start {
@@ -623,9 +682,7 @@ fn loops_without_waiting(set: &FlowSet, start: &NodeRef) -> bool {
             continue;
         }
         if let Some(node) = set.node(&r) {
-            if !node.waits() {
-                stack.extend(node.exits().into_iter().cloned());
-            }
+            stack.extend(node.immediate_exits().into_iter().cloned());
         }
     }
     false
@@ -803,7 +860,13 @@ impl NodeCtx<'_, '_> {
             .copied()
             .collect();
         self.unused(kind, &extra);
-        let p = PROMPT_PLACEHOLDERS;
+        let texts: Vec<String> = self.loader.config.texts.keys().cloned().collect();
+        let p_owned: Vec<&str> = PROMPT_PLACEHOLDERS
+            .iter()
+            .copied()
+            .chain(texts.iter().map(String::as_str))
+            .collect();
+        let p = p_owned.as_slice();
         let next_or_dead_end = |ctx: &mut Self, next: Option<String>| -> Option<NodeRef> {
             match next {
                 Some(n) => ctx.parse_ref(&n, "next"),

@@ -61,6 +61,17 @@ pub struct StepBatch<'a> {
     pub records: &'a [Record],
     /// An internal error to record against the call.
     pub error: Option<&'a str>,
+    /// The TwiML answer, stored so that a retry hears the same; `{ticket_number}` unfilled.
+    pub answer: &'a str,
+}
+
+/// What a committed webhook answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The call's latest ticket, to fill `{ticket_number}`.
+    pub ticket: Option<TicketNumber>,
+    /// `Some` when this webhook was already answered: the stored answer, nothing written.
+    pub replay: Option<String>,
 }
 
 /// A status callback.
@@ -232,7 +243,7 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the call has a ticket.
     async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool>;
     /// Commits one webhook's records; returns the call's current ticket afterwards.
-    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Option<TicketNumber>>;
+    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed>;
     /// Applies a status callback; the latest by sequence wins, a final status never regresses.
     async fn record_status(&self, update: &StatusUpdate<'_>) -> StoreResult<()>;
     /// One page of calls, newest first.

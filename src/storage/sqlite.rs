@@ -23,10 +23,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(2));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await?;
         Ok(Self { pool })
@@ -153,12 +153,40 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(call_sid = %batch.call.call_sid, key = batch.request_key))]
-    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Option<TicketNumber>> {
+    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed> {
         let at = to_millis(batch.at);
         let sid = batch.call.call_sid.as_str();
         let key = batch.request_key;
         let mut tx = self.pool.begin().await?;
         ensure_call(&mut tx, batch.call, at, "in-progress").await?;
+        let fresh = sqlx::query(
+            "INSERT INTO webhooks (call_sid, request_key, at, answer) VALUES (?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(sid)
+        .bind(key)
+        .bind(at)
+        .bind(batch.answer)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            let row = sqlx::query(
+                "SELECT ticket_id, answer FROM webhooks WHERE call_sid = ? AND request_key = ?",
+            )
+            .bind(sid)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Committed {
+                ticket: row
+                    .try_get::<Option<i64>, _>("ticket_id")?
+                    .map(TicketNumber),
+                replay: Some(row.try_get("answer")?),
+            });
+        }
         let mut ticket: Option<TicketNumber> =
             sqlx::query_scalar("SELECT max(id) FROM tickets WHERE call_sid = ?")
                 .bind(sid)
@@ -274,8 +302,19 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(t) = ticket {
+            sqlx::query("UPDATE webhooks SET ticket_id = ? WHERE call_sid = ? AND request_key = ?")
+                .bind(t.0)
+                .bind(sid)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(ticket)
+        Ok(Committed {
+            ticket,
+            replay: None,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(call_sid = %update.call.call_sid, status = update.status))]

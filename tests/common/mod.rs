@@ -2,6 +2,16 @@
 //! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
 #![allow(dead_code)]
 
+/// Default targets, as `Call::dialled` reports them.
+pub const OOM: (&str, &str) = ("sip:350152@pbx.example.com", "");
+pub const AFTER_SALES: (&str, &str) = ("sip:2005@pbx.example.com", "");
+pub const ESCALATION: (&str, &str) = ("+18007373233", "ww5");
+
+/// A target constant as owned strings, to compare with `Call::dialled`.
+pub fn expect(t: (&str, &str)) -> (String, String) {
+    (t.0.to_string(), t.1.to_string())
+}
+
 use chrono::{DateTime, TimeZone, Utc};
 use ivr::app::{build_router, build_state, Clock};
 use ivr::config::{Config, Secret};
@@ -478,13 +488,16 @@ impl Call<'_> {
             .join(" ")
     }
 
-    /// The number dialled and its sendDigits, for a Dial to a number.
+    /// Where the Dial goes: a number and its sendDigits, or a SIP URI and "".
     pub fn dialled(&self) -> (String, String) {
-        let n = self
-            .verb("Dial")
-            .first("Number")
-            .unwrap_or_else(|| panic!("a <Number> in {}", self.xml));
-        (n.text.clone(), n.attr("sendDigits").to_string())
+        let dial = self.verb("Dial");
+        if let Some(n) = dial.first("Number") {
+            return (n.text.clone(), n.attr("sendDigits").to_string());
+        }
+        let sip = dial
+            .first("Sip")
+            .unwrap_or_else(|| panic!("a <Number> or <Sip> in {}", self.xml));
+        (sip.text.clone(), String::new())
     }
 
     pub fn hung_up(&self) -> bool {
@@ -494,6 +507,33 @@ impl Call<'_> {
     /// The call as a manager reads it: `GET /api/calls/{sid}`.
     pub async fn record(&self) -> Value {
         self.app.api(&format!("/api/calls/{}", self.sid)).await
+    }
+
+    /// The nodes of the call's recorded steps, in order.
+    pub async fn step_nodes(&self) -> Vec<String> {
+        self.record().await["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["node"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The transfer to `target` is recorded as under way, then connects and ends: the
+    /// caller is hung up on and the call's outcome and last step say so.
+    pub async fn connects(&mut self, target: &str) {
+        let rec = self.record().await;
+        assert_eq!(rec["outcome"], format!("transferring:{target}"));
+        let steps = rec["steps"].as_array().expect("steps");
+        let last = steps.last().expect("a step");
+        assert_eq!(last["kind"], "transfer");
+        assert_eq!(last["result"], format!("transferring to {target}"));
+        self.dial_ends("completed").await;
+        assert!(self.hung_up(), "{}", self.xml);
+        let rec = self.record().await;
+        assert_eq!(rec["outcome"], format!("transferred:{target}"));
+        let steps = rec["steps"].as_array().expect("steps");
+        assert_eq!(steps.last().expect("a step")["result"], "completed");
     }
 
     /// Categories of the call's tickets.
