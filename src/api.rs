@@ -210,12 +210,16 @@ async fn get_call(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
 ) -> ApiResult<crate::storage::CallDetail> {
-    state
+    let mut call = state
         .store
         .get_call(&call_sid)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("call"))
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    let now = state.now();
+    for t in &mut call.tickets {
+        t.mark_overdue(now);
+    }
+    Ok(Json(call))
 }
 
 /// Query of `GET /api/tickets`.
@@ -224,6 +228,8 @@ async fn get_call(
 pub struct TicketsParams {
     status: Option<String>,
     category: Option<String>,
+    overdue: Option<bool>,
+    external_ref: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -249,13 +255,27 @@ async fn list_tickets(
                 .map_err(ApiError::bad_request)
         })
         .transpose()?;
+    if let Some(status) = &p.status {
+        if !["open", "escalated", "resolved"].contains(&status.as_str()) {
+            return Err(ApiError::bad_request(
+                "status must be open, escalated or resolved",
+            ));
+        }
+    }
+    let now = state.now();
     let q = TicketQuery {
         status: p.status,
         category: p.category,
         limit,
         before_id,
+        overdue: p.overdue.unwrap_or(false),
+        external_ref: p.external_ref,
+        now: Some(now),
     };
-    let tickets = state.store.list_tickets(&q).await?;
+    let mut tickets = state.store.list_tickets(&q).await?;
+    for t in &mut tickets {
+        t.mark_overdue(now);
+    }
     let next_cursor = (tickets.len() == limit as usize)
         .then(|| tickets.last().map(|t| t.number.clone()))
         .flatten();

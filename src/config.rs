@@ -106,6 +106,8 @@ pub struct Config {
     pub say_language: String,
     /// Seconds a transfer rings before it counts as no-answer.
     pub dial_timeout: u32,
+    /// The warranty shopping-dollars rule.
+    pub shopping_dollars: ShoppingDollarsRule,
     /// Longest voicemail in seconds.
     pub voicemail_max_seconds: u32,
 }
@@ -121,6 +123,8 @@ struct FileConfig {
     website: Option<String>,
     texting_number: Option<String>,
     dial_timeout: Option<u32>,
+    #[serde(default)]
+    shopping_dollars: FileShoppingDollars,
     voicemail_max_seconds: Option<u32>,
     #[serde(default)]
     say: FileSay,
@@ -153,6 +157,23 @@ struct FileLines {
     store_flow: Option<String>,
     #[serde(default)]
     stores: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShoppingDollars {
+    review_days: Option<u32>,
+    grace_days: Option<u32>,
+}
+
+/// When warranty shopping dollars are due: released after `review_days` with the warranty
+/// and a first payment; the e-mail normally arrives within `grace_days` after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShoppingDollarsRule {
+    /// Days of the review period.
+    pub review_days: u32,
+    /// Days after the review period the e-mail normally takes.
+    pub grace_days: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,12 +231,26 @@ fn default_targets() -> BTreeMap<String, FileTarget> {
 }
 
 fn default_texts() -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        "cancellation_policy".to_string(),
-        "Orders can be cancelled at no charge until they are scheduled for delivery. \
-         After that, a cancellation is reviewed by Guest Care and a restocking fee may apply."
-            .to_string(),
-    )])
+    [
+        (
+            "cancellation_policy",
+            "Orders can be cancelled at no charge until they are scheduled for delivery. \
+             After that, a cancellation is reviewed by Guest Care and a restocking fee may apply.",
+        ),
+        ("rewards_site", "rewards dot example dot com"),
+        (
+            "rewards_site_help",
+            "The shopping dollars rewards site is run by Home Service Perks, who handle all \
+             customer service for shopping dollars. Please go to {rewards_site} and use the \
+             online support form. Include your first and last name, the e-mail address your \
+             shopping dollars e-mail was sent to, and what is not working, such as an error \
+             message or the page you were on. Home Service Perks will answer you by e-mail \
+             and give you a ticket number.",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 fn default_contacts() -> BTreeMap<String, String> {
@@ -406,6 +441,10 @@ impl Config {
             say_voice: file.say.voice,
             say_language: file.say.language.unwrap_or_else(|| "en-US".into()),
             dial_timeout: file.dial_timeout.unwrap_or(30),
+            shopping_dollars: ShoppingDollarsRule {
+                review_days: file.shopping_dollars.review_days.unwrap_or(30),
+                grace_days: file.shopping_dollars.grace_days.unwrap_or(7),
+            },
             voicemail_max_seconds: file.voicemail_max_seconds.unwrap_or(120),
         })
     }

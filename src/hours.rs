@@ -65,6 +65,11 @@ const DAY_NAMES: [&str; 7] = [
 ];
 
 impl Schedule {
+    /// The calendar date at `t` in the schedule's time zone.
+    pub fn local_date(&self, t: DateTime<Utc>) -> NaiveDate {
+        t.with_timezone(&self.tz).date_naive()
+    }
+
     /// Whether Guest Care is open at `now`, the override winning over the schedule.
     pub fn is_open(&self, now: DateTime<Utc>, over: Option<OverrideState>) -> bool {
         match over {

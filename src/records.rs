@@ -1,6 +1,8 @@
 //! What a call step writes: the records the flow engine produces and storage commits.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One record produced by a step, committed in order in one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -10,10 +12,29 @@ pub enum Record {
     Step(StepRecord),
     /// A Service Desk ticket for the call; it becomes the call's current ticket.
     Ticket {
-        /// Category such as `Initial`, `Follow-Up`, `OOM`.
+        /// Category such as `Initial`, `Follow-Up`, `OOM`, `Shopping Dollars`.
         category: String,
         /// Why the ticket was opened.
         reason: String,
+        /// A partner's ticket number this ticket follows (Home Service Perks).
+        external_ref: Option<String>,
+        /// When the ticket must be answered by.
+        due_at: Option<DateTime<Utc>>,
+        /// A recording the ticket carries from the start.
+        recording_url: Option<String>,
+    },
+    /// The call concerns an existing ticket (of an earlier call); it becomes the call's
+    /// current ticket.
+    LinkTicket {
+        /// Ticket id.
+        ticket_id: i64,
+        /// `linked` or `escalated`.
+        relation: String,
+    },
+    /// An open ticket is escalated.
+    Escalate {
+        /// Ticket id.
+        ticket_id: i64,
     },
     /// An e-mail queued for a named contact; `{ticket_number}` is filled in at commit.
     Notification {
@@ -55,4 +76,19 @@ pub struct StepRecord {
     pub digits: Option<String>,
     /// What happened, e.g. `chose 1`, `no input (attempt 2)`, `busy`.
     pub result: String,
+    /// What the step learned, as named values (a purchase date, days, a payment answer).
+    pub data: BTreeMap<String, String>,
+}
+
+/// An open ticket found by its partner ticket number, for the flow engine to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingTicket {
+    /// Ticket id.
+    pub id: i64,
+    /// `open` or `escalated`.
+    pub status: String,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it is due.
+    pub due_at: Option<DateTime<Utc>>,
 }

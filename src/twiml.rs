@@ -33,6 +33,15 @@ pub fn link_path(link: &Link) -> String {
     if link.silence {
         q.append_pair("silence", "1");
     }
+    if link.phase == crate::flow::engine::Phase::Confirm {
+        q.append_pair("phase", "confirm");
+    }
+    if let Some(v) = &link.pending {
+        q.append_pair("value", v);
+    }
+    for (name, value) in &link.vars {
+        q.append_pair(&format!("v.{name}"), value);
+    }
     format!("{path}?{}", q.finish())
 }
 
@@ -108,14 +117,16 @@ fn write_action(w: &mut W, action: &Action, style: &Style) -> std::io::Result<()
         Action::Gather {
             prompt,
             timeout,
+            num_digits,
+            finish_on_key,
             action,
             on_silence,
         } => {
             w.create_element("Gather")
                 .with_attributes([
                     ("input", "dtmf"),
-                    ("numDigits", "1"),
-                    ("finishOnKey", ""),
+                    ("numDigits", num_digits.to_string().as_str()),
+                    ("finishOnKey", if *finish_on_key { "#" } else { "" }),
                     ("timeout", timeout.to_string().as_str()),
                     ("action", style.url(action).as_str()),
                     ("method", "POST"),
@@ -209,6 +220,9 @@ mod tests {
             attempt: 2,
             seq: 3,
             silence,
+            phase: Default::default(),
+            pending: None,
+            vars: Default::default(),
         }
     }
 
@@ -223,6 +237,8 @@ mod tests {
             &[Action::Gather {
                 prompt: "Press 1.".into(),
                 timeout: 5,
+                num_digits: 1,
+                finish_on_key: false,
                 action: link(Endpoint::Gather, false),
                 on_silence: link(Endpoint::Gather, true),
             }],

@@ -4,7 +4,9 @@
 
 use crate::app::AppState;
 use crate::domain::{CallSid, Digits, PhoneNumber, TicketNumber};
-use crate::flow::engine::{self, Action, CallState, EngineError, Env, Input, Step};
+use crate::flow::engine::{
+    self, Action, CallState, EngineError, Env, Input, Phase, Step, TicketFacts, Vars,
+};
 use crate::flow::{NodeRef, ERROR_ENTRY};
 use crate::records::{Record, StepRecord};
 use crate::signature;
@@ -149,6 +151,26 @@ struct CallCtx {
     /// Identifies the webhook among the call's webhooks; retries share it.
     key: String,
     before: Before,
+    /// Call variables carried in the webhook's URL (`v.NAME=value`).
+    vars: Vars,
+}
+
+/// Call variables from a webhook URL; malformed ones are dropped.
+fn vars_of(hook: &Webhook) -> Vars {
+    hook.query
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("v.")?;
+            let ok_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let ok_value = v.len() <= 2048 && !v.chars().any(char::is_control);
+            (ok_name && ok_value).then(|| (name.to_string(), v.clone()))
+        })
+        .take(32)
+        .collect()
 }
 
 fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
@@ -203,6 +225,7 @@ fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
         seq,
         key,
         before,
+        vars: vars_of(hook),
     }
 }
 
@@ -284,10 +307,20 @@ fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError> {
                 .unwrap_or_default(),
         )
     };
+    let phase = match hook.query("phase") {
+        Some("confirm") => Phase::Confirm,
+        _ => Phase::Enter,
+    };
+    let pending = hook
+        .query("value")
+        .filter(|v| v.len() <= 64 && !v.chars().any(char::is_control))
+        .map(str::to_owned);
     node_of(hook).map(|node| Input::Gather {
         node,
         attempt: hook.query_u32("attempt").max(1),
         digits,
+        phase,
+        pending,
     })
 }
 
@@ -438,6 +471,7 @@ fn env_for<'a>(
         store_name: ctx.info.store_name.as_deref().unwrap_or("Guest Care"),
         caller: &ctx.info.from,
         call_sid: &ctx.info.call_sid,
+        facts: None,
     }
 }
 
@@ -459,14 +493,41 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         Ok(i) => i,
         Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
     };
-    let env = env_for(state, ctx, now, over);
+    let mut env = env_for(state, ctx, now, over);
     let call_state = CallState {
         has_ticket,
         seq: ctx.seq,
+        vars: ctx.vars.clone(),
     };
-    let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        engine::step(&state.flows, &env, call_state, input)
-    }));
+    let take_step = |env: &Env<'_>| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            engine::step(&state.flows, env, call_state.clone(), input.clone())
+        }))
+    };
+    let mut stepped = take_step(&env);
+    // The step needs a ticket from the database: fetch it and take the step again.
+    let facts: TicketFacts;
+    if let Ok(Err(EngineError::NeedsLookup {
+        category,
+        external_ref,
+    })) = &stepped
+    {
+        let found = match state
+            .store
+            .find_external_ticket(category, external_ref)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
+        };
+        facts = TicketFacts {
+            category: category.clone(),
+            external_ref: external_ref.clone(),
+            found,
+        };
+        env.facts = Some(&facts);
+        stepped = take_step(&env);
+    }
     let step = match stepped {
         Ok(Ok(step)) => step,
         Ok(Err(e)) => return error_route(state, ctx, &e.to_string(), over).await,
@@ -530,6 +591,7 @@ async fn error_route(
     let call_state = CallState {
         has_ticket: false,
         seq: ctx.seq,
+        vars: Vars::new(),
     };
     let mut records = vec![Record::Step(StepRecord {
         node: ERROR_ENTRY.into(),
@@ -537,6 +599,7 @@ async fn error_route(
         said: String::new(),
         digits: None,
         result: error.chars().take(500).collect(),
+        data: Default::default(),
     })];
     let mut step = match &ctx.before {
         Before::Recorded { url, duration } => {

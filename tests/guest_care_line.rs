@@ -46,13 +46,24 @@ async fn option_2_transfers_to_after_sales() {
 }
 
 #[tokio::test]
-async fn option_3_explains_shopping_dollars_and_transfers_to_oom() {
+async fn option_3_opens_the_shopping_dollars_menu() {
     let app = spawn_app().await;
     let mut call = app.call(GUEST_CARE).await;
     call.press("3").await;
-    assert!(call.says().contains("30 days"));
-    assert_eq!(call.dialled(), expect(OOM));
-    call.connects("oom").await;
+    let says = call.says();
+    assert!(
+        says.contains("shopping dollars will arrive, press 1"),
+        "{says}"
+    );
+    assert!(
+        says.contains("rewards site is not working, press 2"),
+        "{says}"
+    );
+    assert!(says.contains("Home Service Perks"), "{says}");
+    assert_eq!(
+        call.step_nodes().await.last().map(String::as_str),
+        Some("shopping_dollars.main")
+    );
 }
 
 #[tokio::test]

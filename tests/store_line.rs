@@ -197,7 +197,7 @@ async fn another_cancellation_that_does_not_want_escalation_hears_goodbye() {
         assert!(call.says().contains("Goodbye"), "{}", call.xml);
         assert!(call.hung_up());
         let rec = call.record().await;
-        assert_eq!(rec["outcome"], "self_service");
+        assert_eq!(rec["outcome"], "ticket_logged", "a ticket, no transfer");
         assert_eq!(rec["tickets"].as_array().unwrap().len(), 1);
     }
 }

@@ -3,11 +3,28 @@
 //! Pure: no HTTP, SQL, XML or clock. The webhook edge turns `Action`s into TwiML and
 //! `Link`s into URLs, and commits the `Record`s before it answers.
 
-use super::{FlowSet, Menu, Node, NodeRef};
+use super::{Entry, EntryFormat, FlowSet, Menu, Node, NodeRef, VarKind, EXTERNAL_TICKET_VARS};
 use crate::config::{Config, Target};
+use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
-use crate::records::{Record, StepRecord};
-use chrono::{DateTime, Utc};
+use crate::records::{ExistingTicket, Record, StepRecord};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use std::collections::BTreeMap;
+
+/// Call variables: what earlier steps of the call learned, carried in the call's URLs.
+pub type Vars = BTreeMap<String, String>;
+
+/// What the database knows about a partner ticket number, fetched by the edge when a
+/// step asks for it (`EngineError::NeedsLookup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketFacts {
+    /// Ticket category looked in.
+    pub category: String,
+    /// The partner's ticket number.
+    pub external_ref: String,
+    /// The open or escalated ticket for it, if any.
+    pub found: Option<ExistingTicket>,
+}
 
 /// What the step knows about the world besides the call.
 #[derive(Debug, Clone)]
@@ -24,15 +41,29 @@ pub struct Env<'a> {
     pub caller: &'a str,
     /// The call id.
     pub call_sid: &'a str,
+    /// Facts the step asked for, fetched by the edge.
+    pub facts: Option<&'a TicketFacts>,
 }
 
 /// What the step knows about the call so far.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CallState {
     /// Whether the call already has a ticket.
     pub has_ticket: bool,
     /// Sequence number of this webhook within the call (0 for the incoming call).
     pub seq: u32,
+    /// Call variables.
+    pub vars: Vars,
+}
+
+/// Which question of an entry node a Gather answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// The caller keys in a value (or a menu key).
+    #[default]
+    Enter,
+    /// The caller confirms a read-back: 1 = correct, 2 = enter again.
+    Confirm,
 }
 
 /// The event that triggered the step.
@@ -40,14 +71,18 @@ pub struct CallState {
 pub enum Input {
     /// Start the call (or an error route) at a node.
     Enter(NodeRef),
-    /// A menu's answer: keys pressed, or `None` after silence.
+    /// A menu's or entry's answer: keys pressed, or `None` after silence.
     Gather {
-        /// The menu node.
+        /// The menu or entry node.
         node: NodeRef,
         /// Attempt number, from 1.
         attempt: u32,
         /// Keys pressed.
         digits: Option<String>,
+        /// Entry nodes: which question.
+        phase: Phase,
+        /// Entry nodes: the value being confirmed.
+        pending: Option<String>,
     },
     /// The outcome of a `<Dial>`.
     Dial {
@@ -107,6 +142,12 @@ pub struct Link {
     pub seq: u32,
     /// Marks the redirect that follows a Gather or Record that got nothing.
     pub silence: bool,
+    /// Entry nodes: which question.
+    pub phase: Phase,
+    /// Entry nodes: the value being confirmed.
+    pub pending: Option<String>,
+    /// Call variables so far.
+    pub vars: Vars,
 }
 
 /// One thing the caller hears or the platform does.
@@ -114,12 +155,16 @@ pub struct Link {
 pub enum Action {
     /// Speak.
     Say(String),
-    /// Speak the prompt while waiting for one key.
+    /// Speak the prompt while waiting for keys.
     Gather {
         /// Prompt.
         prompt: String,
         /// Seconds to wait.
         timeout: u32,
+        /// Keys to collect: 1 for menus.
+        num_digits: u32,
+        /// Whether `#` ends the entry early.
+        finish_on_key: bool,
         /// Where the key goes.
         action: Link,
         /// Where the call goes after silence.
@@ -184,6 +229,22 @@ pub enum EngineError {
     /// A chain of nodes ran too long without waiting for the caller.
     #[error("node `{0}` led to more than 64 nodes without waiting for the caller")]
     TooManyNodes(String),
+    /// A node needs a call variable the call does not carry.
+    #[error("node `{node}` needs call variable `{var}`, which the call does not carry")]
+    MissingVar {
+        /// The node.
+        node: String,
+        /// The variable.
+        var: String,
+    },
+    /// The step needs to know about a partner ticket: the edge fetches it and steps again.
+    #[error("needs the ticket for {category} {external_ref}")]
+    NeedsLookup {
+        /// Ticket category.
+        category: String,
+        /// The partner's ticket number.
+        external_ref: String,
+    },
 }
 
 const MAX_NODES_PER_STEP: usize = 64;
@@ -207,7 +268,12 @@ pub fn step(
             node,
             attempt,
             digits,
-        } => run.answer_menu(node, attempt, digits)?,
+            phase,
+            pending,
+        } => match run.node(&node)? {
+            Node::Entry(e) => run.answer_entry(node.clone(), e, attempt, phase, digits, pending)?,
+            _ => run.answer_menu(node, attempt, digits)?,
+        },
         Input::Dial { node, status } => {
             let answered = matches!(status.as_str(), "completed" | "answered");
             run.transfer_result(node, answered, &status)?
@@ -234,7 +300,7 @@ pub fn step(
         Input::QueueWait { node } => {
             let t = run.transfer(&node)?;
             let text = t.wait_message.clone().unwrap_or_default();
-            let said = run.render(&text);
+            let said = run.speak(&text);
             run.out.actions.push(Action::Say(said));
             run.out.actions.push(Action::Pause(20));
         }
@@ -288,24 +354,56 @@ impl<'a> Run<'a, '_> {
     fn render(&self, text: &str) -> String {
         let c = self.env.config;
         // Configured texts first: they may use the placeholders below, such as {website}.
+        // Two passes, so that a text may use another text.
         let mut out = text.to_string();
-        for (name, value) in &c.texts {
-            let key = format!("{{{name}}}");
-            if out.contains(&key) {
-                out = out.replace(&key, value);
+        for _ in 0..2 {
+            for (name, value) in &c.texts {
+                let key = format!("{{{name}}}");
+                if out.contains(&key) {
+                    out = out.replace(&key, value);
+                }
             }
         }
         out.replace("{store_name}", self.env.store_name)
+            .replace("{review_days}", &c.shopping_dollars.review_days.to_string())
+            .replace("{grace_days}", &c.shopping_dollars.grace_days.to_string())
             .replace("{brand}", &c.brand)
             .replace("{website}", &c.website)
             .replace("{texting_number}", &spaced(&c.texting_number))
             .replace("{hours}", &c.schedule.describe())
     }
 
+    /// Text for staff (tickets, notifications): stored forms of variables.
     fn render_notification(&self, text: &str) -> String {
-        text.replace("{store_name}", self.env.store_name)
+        let out = text
+            .replace("{store_name}", self.env.store_name)
             .replace("{caller}", self.env.caller)
-            .replace("{call_sid}", self.env.call_sid)
+            .replace("{call_sid}", self.env.call_sid);
+        self.fill_vars(out, false)
+    }
+
+    /// A prompt: configured texts, placeholders and variables in words.
+    fn speak(&self, text: &str) -> String {
+        self.fill_vars(self.render(text), true)
+    }
+
+    fn fill_vars(&self, mut text: String, spoken: bool) -> String {
+        if !text.contains("{var.") {
+            return text;
+        }
+        for (name, kind) in &self.flows.vars {
+            let key = format!("{{var.{name}}}");
+            if text.contains(&key) {
+                let value = self.state.vars.get(name).map(String::as_str).unwrap_or("");
+                let shown = if spoken {
+                    say_value(*kind, value, self.env.config)
+                } else {
+                    show_value(*kind, value, self.env.config)
+                };
+                text = text.replace(&key, &shown);
+            }
+        }
+        text
     }
 
     fn link(&self, endpoint: Endpoint, node: &NodeRef, attempt: u32, silence: bool) -> Link {
@@ -315,7 +413,21 @@ impl<'a> Run<'a, '_> {
             attempt,
             seq: self.state.seq + 1,
             silence,
+            phase: Phase::Enter,
+            pending: None,
+            vars: self.state.vars.clone(),
         }
+    }
+
+    fn var(&self, node: &NodeRef, name: &str) -> Result<String, EngineError> {
+        self.state
+            .vars
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::MissingVar {
+                node: node.to_string(),
+                var: name.into(),
+            })
     }
 
     fn record_step(
@@ -326,12 +438,25 @@ impl<'a> Run<'a, '_> {
         digits: Option<&str>,
         result: String,
     ) {
+        self.record_data(node, kind, said, digits, result, BTreeMap::new());
+    }
+
+    fn record_data(
+        &mut self,
+        node: &NodeRef,
+        kind: &str,
+        said: &str,
+        digits: Option<&str>,
+        result: String,
+        data: BTreeMap<String, String>,
+    ) {
         self.out.records.push(Record::Step(StepRecord {
             node: node.to_string(),
             kind: kind.into(),
             said: said.into(),
             digits: digits.map(str::to_owned),
             result,
+            data,
         }));
     }
 
@@ -345,16 +470,71 @@ impl<'a> Run<'a, '_> {
     }
 
     fn gather(&mut self, node: &NodeRef, menu: &Menu, attempt: u32, lead: Option<&str>) -> String {
-        let prompt = self.render(&menu.prompt);
+        let prompt = self.speak(&menu.prompt);
         let said = match lead {
-            Some(l) => format!("{} {prompt}", self.render(l)),
+            Some(l) => format!("{} {prompt}", self.speak(l)),
             None => prompt,
         };
         self.out.actions.push(Action::Gather {
             prompt: said.clone(),
             timeout: menu.timeout,
+            num_digits: 1,
+            finish_on_key: false,
             action: self.link(Endpoint::Gather, node, attempt, false),
             on_silence: self.link(Endpoint::Gather, node, attempt, true),
+        });
+        said
+    }
+
+    /// Asks for an entry's value.
+    fn ask_entry(&mut self, node: &NodeRef, e: &Entry, attempt: u32, lead: Option<&str>) -> String {
+        let prompt = self.speak(&e.prompt);
+        let said = match lead {
+            Some(l) => format!("{} {prompt}", self.speak(l)),
+            None => prompt,
+        };
+        self.out.actions.push(Action::Gather {
+            prompt: said.clone(),
+            timeout: e.timeout,
+            num_digits: e.max_digits,
+            finish_on_key: true,
+            action: self.link(Endpoint::Gather, node, attempt, false),
+            on_silence: self.link(Endpoint::Gather, node, attempt, true),
+        });
+        said
+    }
+
+    /// Reads a value back and asks 1 = correct, 2 = enter again.
+    fn ask_confirm(
+        &mut self,
+        node: &NodeRef,
+        e: &Entry,
+        attempt: u32,
+        value: &str,
+        lead: Option<&str>,
+    ) -> String {
+        let from_caller = e.confirm_caller.is_some() && value == self.env.caller;
+        let (template, shown) = match (&e.confirm_caller, from_caller) {
+            (Some(t), true) => (t.as_str(), say_last_four(value)),
+            _ => (e.confirm.as_str(), say_entry(e.format, value)),
+        };
+        let prompt = self.speak(&template.replace("{value}", &shown));
+        let said = match lead {
+            Some(l) => format!("{} {prompt}", self.speak(l)),
+            None => prompt,
+        };
+        let mut action = self.link(Endpoint::Gather, node, attempt, false);
+        action.phase = Phase::Confirm;
+        action.pending = Some(value.to_string());
+        let mut on_silence = action.clone();
+        on_silence.silence = true;
+        self.out.actions.push(Action::Gather {
+            prompt: said.clone(),
+            timeout: 5,
+            num_digits: 1,
+            finish_on_key: false,
+            action,
+            on_silence,
         });
         said
     }
@@ -372,18 +552,27 @@ impl<'a> Run<'a, '_> {
                     return Ok(());
                 }
                 Node::Say { text, next } => {
-                    let said = self.say(self.render(text));
+                    let said = self.say(self.speak(text));
                     self.record_step(&current, kind, &said, None, "said".into());
                     current = next.clone();
                 }
                 Node::Ticket {
                     category,
                     reason,
+                    recording_var,
                     next,
                 } => {
+                    let recording_url = recording_var
+                        .as_ref()
+                        .and_then(|v| self.state.vars.get(v))
+                        .filter(|u| !u.is_empty())
+                        .cloned();
                     self.out.records.push(Record::Ticket {
                         category: category.clone(),
-                        reason: reason.clone(),
+                        reason: self.render_notification(reason),
+                        external_ref: None,
+                        due_at: None,
+                        recording_url,
                     });
                     self.state.has_ticket = true;
                     self.record_step(&current, kind, "", None, format!("ticket {category}"));
@@ -465,21 +654,18 @@ impl<'a> Run<'a, '_> {
                 Node::Voicemail(v) => {
                     // The ticket is opened before the recording, so a guest who hangs up
                     // at the tone still leaves a ticket to call back.
-                    if !self.state.has_ticket {
+                    if let (Some((category, reason)), false) = (&v.ticket, self.state.has_ticket) {
                         self.out.records.push(Record::Ticket {
-                            category: v.ticket_category.clone(),
-                            reason: v.ticket_reason.clone(),
+                            category: category.clone(),
+                            reason: self.render_notification(reason),
+                            external_ref: None,
+                            due_at: None,
+                            recording_url: None,
                         });
                         self.state.has_ticket = true;
-                        self.record_step(
-                            &current,
-                            kind,
-                            "",
-                            None,
-                            format!("ticket {}", v.ticket_category),
-                        );
+                        self.record_step(&current, kind, "", None, format!("ticket {category}"));
                     }
-                    let said = self.say(self.render(&v.prompt));
+                    let said = self.say(self.speak(&v.prompt));
                     self.out.actions.push(Action::Record {
                         max_length: v
                             .max_length
@@ -490,14 +676,145 @@ impl<'a> Run<'a, '_> {
                     self.record_step(&current, kind, &said, None, "recording".into());
                     return Ok(());
                 }
+                Node::Entry(e) => {
+                    let caller_ok = e.confirm_caller.is_some() && is_nanp(self.env.caller);
+                    let said = if caller_ok {
+                        let caller = self.env.caller.to_string();
+                        self.ask_confirm(&current, e, 1, &caller, None)
+                    } else {
+                        self.ask_entry(&current, e, 1, None)
+                    };
+                    self.record_step(&current, kind, &said, None, "prompted".into());
+                    return Ok(());
+                }
+                Node::ShoppingDollars(d) => {
+                    let date = self.var(&current, &d.date_var)?;
+                    let purchased = NaiveDate::parse_from_str(&date, "%Y-%m-%d").map_err(|_| {
+                        EngineError::MissingVar {
+                            node: current.to_string(),
+                            var: d.date_var.clone(),
+                        }
+                    })?;
+                    let paid = self.state.vars.get(&d.paid_var).map(String::as_str) == Some("yes");
+                    let today = self.env.config.schedule.local_date(self.env.now);
+                    let days = (today - purchased).num_days();
+                    let rule = &self.env.config.shopping_dollars;
+                    let review = i64::from(rule.review_days);
+                    let grace = i64::from(rule.grace_days);
+                    let (decision, next) = if days <= review {
+                        ("within review period", &d.within_review)
+                    } else if !paid {
+                        ("awaiting first payment", &d.unpaid)
+                    } else if days <= review + grace {
+                        ("within grace days", &d.grace)
+                    } else {
+                        ("overdue", &d.overdue)
+                    };
+                    self.state.vars.insert(d.days_var.clone(), days.to_string());
+                    let data = BTreeMap::from([
+                        ("purchase_date".to_string(), date.clone()),
+                        ("days".to_string(), days.to_string()),
+                        (
+                            "paid".to_string(),
+                            if paid { "yes" } else { "no" }.to_string(),
+                        ),
+                        ("decision".to_string(), decision.to_string()),
+                    ]);
+                    self.record_data(
+                        &current,
+                        kind,
+                        "",
+                        None,
+                        format!(
+                            "{decision}: {days} days since purchase, paid {}",
+                            if paid { "yes" } else { "no" }
+                        ),
+                        data,
+                    );
+                    current = next.clone();
+                }
+                Node::ExternalTicket(t) => {
+                    let external_ref = self.var(&current, &t.var)?;
+                    let found = match self.env.facts {
+                        Some(f) if f.category == t.category && f.external_ref == external_ref => {
+                            f.found.clone()
+                        }
+                        _ => {
+                            return Err(EngineError::NeedsLookup {
+                                category: t.category.clone(),
+                                external_ref,
+                            })
+                        }
+                    };
+                    let mut data =
+                        BTreeMap::from([("external_ref".to_string(), external_ref.clone())]);
+                    let now = self.env.now;
+                    let (result, next) = match found {
+                        None => {
+                            let due = now + chrono::Duration::hours(i64::from(t.due_hours));
+                            self.out.records.push(Record::Ticket {
+                                category: t.category.clone(),
+                                reason: self.render_notification(&t.reason),
+                                external_ref: Some(external_ref.clone()),
+                                due_at: Some(due),
+                                recording_url: None,
+                            });
+                            self.state.has_ticket = true;
+                            self.set_ticket_vars(None, None, Some(due));
+                            data.insert("due_at".into(), due.to_rfc3339());
+                            (format!("opened a {} ticket", t.category), &t.new)
+                        }
+                        Some(existing) => {
+                            let number = TicketNumber(existing.id).to_string();
+                            self.set_ticket_vars(
+                                Some(&number),
+                                Some(existing.created_at),
+                                existing.due_at,
+                            );
+                            data.insert("ticket".into(), number.clone());
+                            let overdue = existing.due_at.is_some_and(|d| d <= now);
+                            let (relation, result, next) = if existing.status == "escalated" {
+                                (
+                                    "linked",
+                                    format!("{number} already escalated"),
+                                    &t.escalated,
+                                )
+                            } else if overdue {
+                                self.out.records.push(Record::Escalate {
+                                    ticket_id: existing.id,
+                                });
+                                (
+                                    "escalated",
+                                    format!("{number} overdue: escalated"),
+                                    &t.overdue,
+                                )
+                            } else {
+                                ("linked", format!("{number} open, not yet due"), &t.pending)
+                            };
+                            self.out.records.push(Record::LinkTicket {
+                                ticket_id: existing.id,
+                                relation: relation.into(),
+                            });
+                            self.state.has_ticket = true;
+                            (result, next)
+                        }
+                    };
+                    self.record_data(&current, kind, "", None, result, data);
+                    current = next.clone();
+                }
                 Node::Hangup { text } => {
                     let said = match text {
-                        Some(t) => self.say(self.render(t)),
+                        Some(t) => self.say(self.speak(t)),
                         None => String::new(),
                     };
                     self.out.actions.push(Action::Hangup);
                     self.record_step(&current, kind, &said, None, "hung up".into());
-                    self.outcome("self_service".into(), false);
+                    let outcome = if self.state.has_ticket {
+                        "ticket_logged"
+                    } else {
+                        "self_service"
+                    };
+                    self.outcome(outcome.into(), false);
                     return Ok(());
                 }
             }
@@ -528,8 +845,18 @@ impl<'a> Run<'a, '_> {
             _ => None,
         };
         match chosen {
-            Some((_, next)) => {
-                self.record_step(&node, "menu", "", Some(&keys), format!("chose {keys}"));
+            Some((digit, next)) => {
+                let set = menu.sets.get(digit).cloned().unwrap_or_default();
+                let data: BTreeMap<String, String> = set.iter().cloned().collect();
+                self.state.vars.extend(set);
+                self.record_data(
+                    &node,
+                    "menu",
+                    "",
+                    Some(&keys),
+                    format!("chose {keys}"),
+                    data,
+                );
                 self.walk(next.clone())
             }
             None => self.retry(
@@ -608,6 +935,9 @@ impl<'a> Run<'a, '_> {
         };
         let (result, outcome) = match url {
             Some(url) => {
+                if let Some(var) = &v.save_as {
+                    self.state.vars.insert(var.clone(), url.clone());
+                }
                 self.out.records.push(Record::Recording {
                     url,
                     duration_seconds: duration,
@@ -619,6 +949,254 @@ impl<'a> Run<'a, '_> {
         self.record_step(&node, "voicemail", "", None, result);
         self.outcome(outcome.into(), true);
         self.walk(v.next.clone())
+    }
+}
+
+impl Run<'_, '_> {
+    fn set_ticket_vars(
+        &mut self,
+        number: Option<&str>,
+        logged: Option<DateTime<Utc>>,
+        due: Option<DateTime<Utc>>,
+    ) {
+        let values = [
+            number.map(str::to_owned),
+            logged.map(|t| self.env.config.schedule.local_date(t).to_string()),
+            due.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        for ((name, _), value) in EXTERNAL_TICKET_VARS.iter().zip(values) {
+            match value {
+                Some(v) => self.state.vars.insert((*name).to_string(), v),
+                None => self.state.vars.remove(*name),
+            };
+        }
+    }
+
+    fn answer_entry(
+        &mut self,
+        node: NodeRef,
+        e: &Entry,
+        attempt: u32,
+        phase: Phase,
+        digits: Option<String>,
+        pending: Option<String>,
+    ) -> Result<(), EngineError> {
+        let attempt = attempt.clamp(1, e.attempts);
+        let keys = digits
+            .map(|d| d.trim_end_matches('#').to_string())
+            .filter(|d| !d.is_empty());
+        match (phase, pending) {
+            (Phase::Confirm, Some(value)) => match keys.as_deref() {
+                Some("1") => {
+                    self.state.vars.insert(e.var.clone(), value.clone());
+                    let data = BTreeMap::from([(e.var.clone(), value.clone())]);
+                    self.record_data(&node, "entry", "", Some("1"), "confirmed".into(), data);
+                    self.walk(e.next.clone())
+                }
+                Some("2") => {
+                    let said = self.ask_entry(&node, e, 1, None);
+                    self.record_step(&node, "entry", &said, Some("2"), "enter again".into());
+                    Ok(())
+                }
+                Some("*") => {
+                    let said = self.ask_confirm(&node, e, attempt, &value, None);
+                    self.record_step(&node, "entry", &said, Some("*"), "repeat".into());
+                    Ok(())
+                }
+                other => {
+                    let (lead, what) = match other {
+                        None => (&e.no_input, "no input"),
+                        Some(_) => (&e.invalid, "invalid input"),
+                    };
+                    let result = format!(
+                        "{what} at the read-back (attempt {attempt} of {})",
+                        e.attempts
+                    );
+                    if attempt >= e.attempts {
+                        self.record_step(&node, "entry", "", other, format!("{result}: fallback"));
+                        return self.walk(e.fallback.clone());
+                    }
+                    let said = self.ask_confirm(&node, e, attempt + 1, &value, Some(lead));
+                    self.record_step(&node, "entry", &said, other, result);
+                    Ok(())
+                }
+            },
+            _ => {
+                let Some(keys) = keys else {
+                    return self.entry_failed(node, e, attempt, None, &e.no_input, "no input");
+                };
+                let today = self.env.config.schedule.local_date(self.env.now);
+                match validate_entry(e, &keys, today) {
+                    Ok(value) => {
+                        let said = self.ask_confirm(&node, e, 1, &value, None);
+                        let data = BTreeMap::from([(e.var.clone(), value)]);
+                        self.record_data(
+                            &node,
+                            "entry",
+                            &said,
+                            Some(&keys),
+                            "entered".into(),
+                            data,
+                        );
+                        Ok(())
+                    }
+                    Err(reason) => {
+                        let lead = e.errors.get(reason).cloned().unwrap_or_default();
+                        self.entry_failed(node, e, attempt, Some(&keys), &lead, reason)
+                    }
+                }
+            }
+        }
+    }
+
+    fn entry_failed(
+        &mut self,
+        node: NodeRef,
+        e: &Entry,
+        attempt: u32,
+        keys: Option<&str>,
+        lead: &str,
+        what: &str,
+    ) -> Result<(), EngineError> {
+        let result = format!("refused: {what} (attempt {attempt} of {})", e.attempts);
+        if attempt >= e.attempts {
+            self.record_step(&node, "entry", "", keys, format!("{result}: fallback"));
+            return self.walk(e.fallback.clone());
+        }
+        let said = self.ask_entry(&node, e, attempt + 1, Some(lead));
+        self.record_step(&node, "entry", &said, keys, result);
+        Ok(())
+    }
+}
+
+/// Checks keys against an entry's format; the stored value, or the reason it is refused
+/// (`length`, `not_a_date`, `future`, `too_old`).
+pub fn validate_entry(e: &Entry, keys: &str, today: NaiveDate) -> Result<String, &'static str> {
+    let len = keys.len() as u32;
+    if !keys.bytes().all(|b| b.is_ascii_digit()) || len < e.min_digits || len > e.max_digits {
+        return Err("length");
+    }
+    match e.format {
+        EntryFormat::Digits => Ok(keys.to_string()),
+        EntryFormat::Phone => {
+            if keys.starts_with(['0', '1']) {
+                Err("length")
+            } else {
+                Ok(format!("+1{keys}"))
+            }
+        }
+        EntryFormat::Date => {
+            let num = |r: std::ops::Range<usize>| keys.get(r).and_then(|s| s.parse::<u32>().ok());
+            let (Some(m), Some(d), Some(y)) = (num(0..2), num(2..4), num(4..8)) else {
+                return Err("length");
+            };
+            let date = i32::try_from(y)
+                .ok()
+                .and_then(|y| NaiveDate::from_ymd_opt(y, m, d))
+                .ok_or("not_a_date")?;
+            if date > today {
+                return Err("future");
+            }
+            let oldest = today
+                .checked_sub_months(Months::new(12 * e.max_age_years))
+                .unwrap_or(NaiveDate::MIN);
+            if date < oldest {
+                return Err("too_old");
+            }
+            Ok(date.format("%Y-%m-%d").to_string())
+        }
+    }
+}
+
+/// Whether a number is a North American number a callback can use.
+fn is_nanp(number: &str) -> bool {
+    number.strip_prefix("+1").is_some_and(|n| {
+        n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with(['0', '1'])
+    })
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// A date in words: "March 5th, 2026".
+pub fn say_date(d: NaiveDate) -> String {
+    format!("{} {}, {}", d.format("%B"), ordinal(d.day()), d.year())
+}
+
+fn say_entry(format: EntryFormat, value: &str) -> String {
+    match format {
+        EntryFormat::Date => NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map(say_date)
+            .unwrap_or_default(),
+        EntryFormat::Phone => say_phone(value),
+        EntryFormat::Digits => spaced(value),
+    }
+}
+
+/// A 10-digit number read in groups: "2 0 4, 5 5 5, 0 1 2 3".
+fn say_phone(value: &str) -> String {
+    let digits: String = value.trim_start_matches("+1").chars().collect();
+    match (digits.get(0..3), digits.get(3..6), digits.get(6..)) {
+        (Some(a), Some(b), Some(c)) if digits.len() == 10 => {
+            format!("{}, {}, {}", spaced(a), spaced(b), spaced(c))
+        }
+        _ => spaced(&digits),
+    }
+}
+
+/// The last four digits of a number, for a masked read-back.
+fn say_last_four(value: &str) -> String {
+    let digits: Vec<char> = value.chars().filter(char::is_ascii_digit).collect();
+    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+    spaced(&tail)
+}
+
+/// A variable as a prompt says it.
+fn say_value(kind: VarKind, value: &str, config: &Config) -> String {
+    match kind {
+        VarKind::Date => NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map(say_date)
+            .unwrap_or_default(),
+        VarKind::DateTime => DateTime::parse_from_rfc3339(value)
+            .map(|t| {
+                let local = t.with_timezone(&config.schedule.tz);
+                format!(
+                    "{} on {}",
+                    local.format("%-I:%M %p"),
+                    say_date(local.date_naive())
+                )
+            })
+            .unwrap_or_default(),
+        VarKind::Phone => say_phone(value),
+        VarKind::Digits => spaced(value),
+        VarKind::Ticket => TicketNumber::parse(value)
+            .map(|t| t.spoken())
+            .unwrap_or_default(),
+        VarKind::Number | VarKind::Text => value.to_string(),
+        VarKind::Url => String::new(),
+    }
+}
+
+/// A variable as staff read it in a ticket or an e-mail.
+fn show_value(kind: VarKind, value: &str, config: &Config) -> String {
+    match kind {
+        VarKind::DateTime => DateTime::parse_from_rfc3339(value)
+            .map(|t| {
+                t.with_timezone(&config.schedule.tz)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string()
+            })
+            .unwrap_or_default(),
+        _ if value.is_empty() => "(not given)".into(),
+        _ => value.to_string(),
     }
 }
 

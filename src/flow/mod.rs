@@ -12,8 +12,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Node kinds, as written in flow files.
+pub const KINDS: &[&str] = &[
+    "menu",
+    "say",
+    "transfer",
+    "ticket",
+    "hours",
+    "voicemail",
+    "notify",
+    "hangup",
+    "goto",
+    "entry",
+    "shopping_dollars",
+    "external_ticket",
+];
+
 /// Ticket categories of the Service Desk.
-pub const CATEGORIES: &[&str] = &["Initial", "Follow-Up", "OOM"];
+pub const CATEGORIES: &[&str] = &["Initial", "Follow-Up", "OOM", "Shopping Dollars"];
 
 /// The node every internal error is routed to: an apology and the safe route.
 pub const ERROR_ENTRY: &str = "common.error";
@@ -26,10 +42,41 @@ pub const PROMPT_PLACEHOLDERS: &[&str] = &[
     "texting_number",
     "hours",
     "ticket_number",
+    "review_days",
+    "grace_days",
 ];
 
 /// Placeholders a notification may use, beyond those of prompts.
 pub const NOTIFY_PLACEHOLDERS: &[&str] = &["caller", "call_sid", "store_name", "ticket_number"];
+
+/// Call variables an `external_ticket` node sets for the prompts after it.
+pub const EXTERNAL_TICKET_VARS: &[(&str, VarKind)] = &[
+    ("existing_ticket", VarKind::Ticket),
+    ("ticket_logged", VarKind::Date),
+    ("ticket_due", VarKind::DateTime),
+];
+
+/// How a call variable is stored and read out. Prompts say `{var.NAME}` in words;
+/// tickets and notifications carry the stored form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarKind {
+    /// `2026-03-05`; said "March 5th, 2026".
+    Date,
+    /// RFC 3339 UTC; said as a time and date in the Guest Care time zone.
+    DateTime,
+    /// `+12045551234`; said digit by digit.
+    Phone,
+    /// Keypad digits; said one by one.
+    Digits,
+    /// A whole number, said as such.
+    Number,
+    /// `GC-000123`; said "G C 0 0 0 1 2 3".
+    Ticket,
+    /// Free text (a menu's `set`).
+    Text,
+    /// A link (a recording); never said.
+    Url,
+}
 
 /// A node's full name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,6 +118,8 @@ pub struct Menu {
     pub prompt: String,
     /// Key → node.
     pub options: Vec<(char, NodeRef)>,
+    /// Key → call variables the choice sets (`set = { paid = "yes" }`).
+    pub sets: BTreeMap<char, Vec<(String, String)>>,
     /// Said before the prompt is repeated after silence.
     pub no_input: String,
     /// Said before the prompt is repeated after a wrong key.
@@ -103,12 +152,100 @@ pub struct Voicemail {
     pub prompt: String,
     /// Longest recording in seconds; configuration's default when unset.
     pub max_length: Option<u32>,
-    /// Category of the ticket opened when the call has none yet.
-    pub ticket_category: String,
-    /// Reason of that ticket.
-    pub ticket_reason: String,
+    /// Category and reason of the ticket opened before the tone when the call has none;
+    /// `None` when a later ticket node opens it.
+    pub ticket: Option<(String, String)>,
+    /// Call variable that keeps the recording's URL.
+    pub save_as: Option<String>,
     /// Where the call goes after the recording.
     pub next: NodeRef,
+}
+
+/// What an entry node collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryFormat {
+    /// A date as MMDDYYYY, not in the future, not older than `max_age_years`.
+    Date,
+    /// `min_digits` to `max_digits` digits, finished with `#`.
+    Digits,
+    /// A 10-digit North American number.
+    Phone,
+}
+
+/// Collects digits, reads them back and asks the caller to confirm.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What to enter (with an example).
+    pub prompt: String,
+    /// What is collected.
+    pub format: EntryFormat,
+    /// The call variable that keeps the confirmed value.
+    pub var: String,
+    /// Fewest digits (digits format).
+    pub min_digits: u32,
+    /// Most digits.
+    pub max_digits: u32,
+    /// Read-back, with `{value}`: 1 = correct, 2 = enter again.
+    pub confirm: String,
+    /// Phone only: offer the caller ID first, read back masked as `{value}`.
+    pub confirm_caller: Option<String>,
+    /// Why an entry was refused, by reason: `length`, and for dates `not_a_date`,
+    /// `future`, `too_old`.
+    pub errors: BTreeMap<String, String>,
+    /// Said before asking again after silence.
+    pub no_input: String,
+    /// Said before asking again after a wrong key at the read-back.
+    pub invalid: String,
+    /// Where the caller goes after the last failed attempt.
+    pub fallback: NodeRef,
+    /// Failed attempts before the fallback.
+    pub attempts: u32,
+    /// Seconds to wait for the first key.
+    pub timeout: u32,
+    /// Dates: how many years back are accepted.
+    pub max_age_years: u32,
+    /// Where the call goes once the value is confirmed.
+    pub next: NodeRef,
+}
+
+/// The warranty shopping-dollars rule, from a purchase date and a payment answer.
+#[derive(Debug, Clone)]
+pub struct ShoppingDollars {
+    /// Variable with the purchase date.
+    pub date_var: String,
+    /// Variable with the payment answer (`yes` when paid).
+    pub paid_var: String,
+    /// Variable that keeps the days since purchase.
+    pub days_var: String,
+    /// Days ≤ review days.
+    pub within_review: NodeRef,
+    /// Past the review period, no payment yet.
+    pub unpaid: NodeRef,
+    /// Paid, within the grace days after the review period.
+    pub grace: NodeRef,
+    /// Paid, past the grace days: overdue.
+    pub overdue: NodeRef,
+}
+
+/// Opens, finds or escalates a ticket that follows a partner's ticket number.
+#[derive(Debug, Clone)]
+pub struct ExternalTicket {
+    /// Ticket category.
+    pub category: String,
+    /// Variable with the partner's ticket number.
+    pub var: String,
+    /// Reason of a new ticket.
+    pub reason: String,
+    /// A new ticket is due this many hours after it is opened.
+    pub due_hours: u32,
+    /// No open ticket yet: one was opened.
+    pub new: NodeRef,
+    /// An open ticket, not yet due: the call is linked to it.
+    pub pending: NodeRef,
+    /// An open ticket past due: it is escalated and the call linked.
+    pub overdue: NodeRef,
+    /// A ticket already escalated: the call is linked.
+    pub escalated: NodeRef,
 }
 
 /// What a node does.
@@ -131,9 +268,17 @@ pub enum Node {
         category: String,
         /// Reason.
         reason: String,
+        /// Variable with a recording the ticket carries.
+        recording_var: Option<String>,
         /// Next node.
         next: NodeRef,
     },
+    /// Collect digits with a read-back.
+    Entry(Entry),
+    /// Branch on the shopping-dollars rule.
+    ShoppingDollars(ShoppingDollars),
+    /// Open, find or escalate a partner-linked ticket.
+    ExternalTicket(ExternalTicket),
     /// Branch on Guest Care hours.
     Hours {
         /// When open.
@@ -179,6 +324,9 @@ impl Node {
             Node::Notify { .. } => "notify",
             Node::Hangup { .. } => "hangup",
             Node::Goto { .. } => "goto",
+            Node::Entry(_) => "entry",
+            Node::ShoppingDollars(_) => "shopping_dollars",
+            Node::ExternalTicket(_) => "external_ticket",
         }
     }
 
@@ -199,6 +347,9 @@ impl Node {
             Node::Hours { open, closed } => vec![open, closed],
             Node::Voicemail(v) => vec![&v.next],
             Node::Hangup { .. } => vec![],
+            Node::Entry(e) => vec![&e.next, &e.fallback],
+            Node::ShoppingDollars(d) => vec![&d.within_review, &d.unpaid, &d.grace, &d.overdue],
+            Node::ExternalTicket(t) => vec![&t.new, &t.pending, &t.overdue, &t.escalated],
         }
     }
 
@@ -212,7 +363,9 @@ impl Node {
             | Node::Goto { next } => vec![next],
             Node::Hours { open, closed } => vec![open, closed],
             Node::Transfer(t) => vec![&t.closed],
-            Node::Menu(_) | Node::Voicemail(_) | Node::Hangup { .. } => vec![],
+            Node::ShoppingDollars(d) => vec![&d.within_review, &d.unpaid, &d.grace, &d.overdue],
+            Node::ExternalTicket(t) => vec![&t.new, &t.pending, &t.overdue, &t.escalated],
+            Node::Menu(_) | Node::Voicemail(_) | Node::Hangup { .. } | Node::Entry(_) => vec![],
         }
     }
 }
@@ -239,6 +392,8 @@ pub struct FlowSet {
     pub flows: BTreeMap<String, Flow>,
     /// Content hash of every file, the version recorded with each call.
     pub version: String,
+    /// Call variables the flows set, and how each is stored and said.
+    pub vars: BTreeMap<String, VarKind>,
 }
 
 impl FlowSet {
@@ -334,6 +489,27 @@ struct RawNode {
     contact: Option<String>,
     subject: Option<String>,
     body: Option<String>,
+    format: Option<String>,
+    var: Option<String>,
+    min_digits: Option<u32>,
+    max_digits: Option<u32>,
+    confirm: Option<String>,
+    confirm_caller: Option<String>,
+    errors: Option<BTreeMap<String, String>>,
+    max_age_years: Option<u32>,
+    date_var: Option<String>,
+    paid_var: Option<String>,
+    days_var: Option<String>,
+    within_review: Option<String>,
+    unpaid: Option<String>,
+    grace: Option<String>,
+    overdue: Option<String>,
+    new: Option<String>,
+    pending: Option<String>,
+    escalated: Option<String>,
+    due_hours: Option<u32>,
+    save_as: Option<String>,
+    recording_var: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +517,8 @@ struct RawNode {
 struct RawOption {
     digit: String,
     next: String,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
 }
 
 /// Loads and validates every `*.toml` in `dir` against the configuration.
@@ -384,6 +562,8 @@ pub fn load_sources(sources: &[(PathBuf, String)], config: &Config) -> Result<Fl
     let mut loader = Loader {
         problems: Vec::new(),
         opaque: BTreeMap::new(),
+        var_defs: BTreeMap::new(),
+        var_uses: Vec::new(),
         config,
     };
     let mut flows = BTreeMap::new();
@@ -484,8 +664,14 @@ pub fn load_sources(sources: &[(PathBuf, String)], config: &Config) -> Result<Fl
     let set = FlowSet {
         flows,
         version: hex(&set_hash.finalize())[..12].to_string(),
+        vars: loader
+            .var_defs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0))
+            .collect(),
     };
     loader.check_graph(&set, &lines);
+    loader.check_vars();
     if loader.problems.is_empty() {
         Ok(set)
     } else {
@@ -508,6 +694,25 @@ struct Loader<'a> {
     config: &'a Config,
     /// Nodes that failed to build, with the references their raw fields hold.
     opaque: BTreeMap<NodeRef, Vec<NodeRef>>,
+    /// Call variables set by nodes: kind, and where first set.
+    var_defs: BTreeMap<String, (VarKind, Place)>,
+    /// `{var.NAME}` placeholders and where they are used.
+    var_uses: Vec<(String, Place)>,
+}
+
+/// Prompt placeholders plus `{value}`, the entry being read back.
+fn with_value<'p>(p: &[&'p str]) -> Vec<&'p str> {
+    let mut v = p.to_vec();
+    v.push("value");
+    v
+}
+
+/// Where something is in the flow files.
+#[derive(Debug, Clone)]
+struct Place {
+    file: String,
+    line: usize,
+    node: String,
 }
 
 /// The node references a raw node's fields hold, as written (defaults included).
@@ -522,11 +727,22 @@ fn raw_exits(raw: &RawNode, flow: &str) -> Vec<NodeRef> {
             node: v.into(),
         },
     };
-    let mut refs: Vec<NodeRef> = [&raw.next, &raw.open, &raw.fallback]
-        .into_iter()
-        .flatten()
-        .map(|v| resolve(v))
-        .collect();
+    let mut refs: Vec<NodeRef> = [
+        &raw.next,
+        &raw.open,
+        &raw.fallback,
+        &raw.within_review,
+        &raw.unpaid,
+        &raw.grace,
+        &raw.overdue,
+        &raw.new,
+        &raw.pending,
+        &raw.escalated,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|v| resolve(v))
+    .collect();
     if raw.kind.as_deref() == Some("transfer") {
         refs.push(resolve(raw.closed.as_deref().unwrap_or("common.closed")));
         refs.push(resolve(
@@ -547,6 +763,27 @@ impl Loader<'_> {
             node: node.map(str::to_owned),
             message,
         });
+    }
+
+    /// Every `{var.NAME}` must be set by some node.
+    fn check_vars(&mut self) {
+        let uses = std::mem::take(&mut self.var_uses);
+        for (name, at) in uses {
+            if !self.var_defs.contains_key(&name) {
+                let known: Vec<&str> = self.var_defs.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                self.problem(
+                    &at.file,
+                    Some(at.line),
+                    Some(&at.node),
+                    format!("uses {{var.{name}}}, which no node sets; set by the flows: {known}"),
+                );
+            }
+        }
     }
 
     /// Checks what needs every flow: references, reachability, loops that never wait.
@@ -702,6 +939,54 @@ impl NodeCtx<'_, '_> {
             .problem(self.file, Some(self.line), Some(self.id), message);
     }
 
+    fn place(&self) -> Place {
+        Place {
+            file: self.file.to_string(),
+            line: self.line,
+            node: self.id.to_string(),
+        }
+    }
+
+    /// Declares a call variable this node sets; one name has one kind across the flows.
+    fn define_var(&mut self, name: &str, kind: VarKind, field: &str) -> Option<String> {
+        if !is_ident(name) {
+            self.err(format!(
+                "`{field}` = {name:?}: a variable name may use only a-z, 0-9 and _"
+            ));
+            return None;
+        }
+        match self.loader.var_defs.get(name) {
+            Some((k, at)) if *k != kind => {
+                let message = format!(
+                    "variable `{name}` is set here as {kind:?} but as {k:?} at {}:{}",
+                    at.file, at.line
+                );
+                self.err(message);
+                None
+            }
+            Some(_) => Some(name.to_string()),
+            None => {
+                let place = self.place();
+                self.loader.var_defs.insert(name.to_string(), (kind, place));
+                Some(name.to_string())
+            }
+        }
+    }
+
+    /// A variable this node reads; checked against the definitions once all are loaded.
+    fn use_var(&mut self, value: Option<String>, field: &str, kind: &str) -> Option<String> {
+        let v = self.required(value, field, kind)?;
+        if !is_ident(&v) {
+            self.err(format!(
+                "`{field}` = {v:?}: a variable name may use only a-z, 0-9 and _"
+            ));
+            return None;
+        }
+        let place = self.place();
+        self.loader.var_uses.push((v.clone(), place));
+        Some(v)
+    }
+
     fn required(&mut self, value: Option<String>, field: &str, kind: &str) -> Option<String> {
         match value {
             Some(v) if !v.trim().is_empty() => Some(v),
@@ -733,7 +1018,16 @@ impl NodeCtx<'_, '_> {
                 return;
             };
             let name = &after[..close];
-            if !allowed.contains(&name) {
+            if let Some(var) = name.strip_prefix("var.") {
+                if is_ident(var) {
+                    let place = self.place();
+                    self.loader.var_uses.push((var.to_string(), place));
+                } else {
+                    self.err(format!(
+                        "`{field}` uses {{{name}}}: a variable name may use only a-z, 0-9 and _"
+                    ));
+                }
+            } else if !allowed.contains(&name) {
                 self.err(format!(
                     "`{field}` uses unknown placeholder {{{name}}}; known: {}",
                     allowed.join(", ")
@@ -801,9 +1095,111 @@ impl NodeCtx<'_, '_> {
         }
     }
 
+    fn entry(&mut self, raw: RawNode, p: &[&str]) -> Option<Node> {
+        let kind = "entry";
+        let format = match raw.format.as_deref() {
+            Some("date") => Some(EntryFormat::Date),
+            Some("digits") => Some(EntryFormat::Digits),
+            Some("phone") => Some(EntryFormat::Phone),
+            other => {
+                self.err(format!(
+                    "an entry node needs `format` = \"date\", \"digits\" or \"phone\", not {other:?}"
+                ));
+                None
+            }
+        };
+        let prompt = self.text(raw.prompt, "prompt", kind, p);
+        let confirm = self.text(raw.confirm, "confirm", kind, &with_value(p));
+        let confirm_caller = match raw.confirm_caller {
+            Some(t) if format == Some(EntryFormat::Phone) => {
+                self.placeholders(&t, "confirm_caller", &with_value(p));
+                Some(t)
+            }
+            Some(_) => {
+                self.err("`confirm_caller` applies only to phone entries".into());
+                None
+            }
+            None => None,
+        };
+        let no_input = self.text(raw.no_input, "no_input", kind, p);
+        let invalid = self.text(raw.invalid, "invalid", kind, p);
+        let fallback = self.reference(raw.fallback, "fallback", kind);
+        let next = self.reference(raw.next, "next", kind);
+        let (min_digits, max_digits) = match format {
+            Some(EntryFormat::Date) => (8, 8),
+            Some(EntryFormat::Phone) => (10, 10),
+            _ => (raw.min_digits.unwrap_or(1), raw.max_digits.unwrap_or(20)),
+        };
+        if format != Some(EntryFormat::Digits)
+            && (raw.min_digits.is_some() || raw.max_digits.is_some())
+        {
+            self.err("`min_digits` and `max_digits` apply only to digits entries".into());
+        }
+        if !(1..=30).contains(&min_digits) || !(min_digits..=30).contains(&max_digits) {
+            self.err("digits entries need 1 ≤ `min_digits` ≤ `max_digits` ≤ 30".into());
+        }
+        let needed: &[&str] = match format {
+            Some(EntryFormat::Date) => &["length", "not_a_date", "future", "too_old"],
+            _ => &["length"],
+        };
+        let errors = raw.errors.unwrap_or_default();
+        for n in needed {
+            if !errors.contains_key(*n) {
+                self.err(format!(
+                    "an entry node needs `errors.{n}`, said when the caller's entry is refused for that reason"
+                ));
+            }
+        }
+        for (name, text) in &errors {
+            if !needed.contains(&name.as_str()) {
+                self.err(format!(
+                    "`errors.{name}` is not a reason this entry can refuse; reasons: {}",
+                    needed.join(", ")
+                ));
+            }
+            self.placeholders(text, "errors", p);
+        }
+        let var_kind = match format {
+            Some(EntryFormat::Date) => VarKind::Date,
+            Some(EntryFormat::Phone) => VarKind::Phone,
+            _ => VarKind::Digits,
+        };
+        let var = self
+            .required(raw.var, "var", kind)
+            .and_then(|v| self.define_var(&v, var_kind, "var"));
+        let attempts = raw.attempts.unwrap_or(3);
+        if !(1..=5).contains(&attempts) {
+            self.err("`attempts` must be 1 to 5".into());
+        }
+        let timeout = raw.timeout.unwrap_or(10);
+        if !(1..=60).contains(&timeout) {
+            self.err("`timeout` must be 1 to 60 seconds".into());
+        }
+        if raw.max_age_years.is_some() && format != Some(EntryFormat::Date) {
+            self.err("`max_age_years` applies only to date entries".into());
+        }
+        Some(Node::Entry(Entry {
+            prompt: prompt?,
+            format: format?,
+            var: var?,
+            min_digits,
+            max_digits,
+            confirm: confirm?,
+            confirm_caller,
+            errors,
+            no_input: no_input?,
+            invalid: invalid?,
+            fallback: fallback?,
+            attempts,
+            timeout,
+            max_age_years: raw.max_age_years.unwrap_or(5),
+            next: next?,
+        }))
+    }
+
     fn build(&mut self, raw: RawNode) -> Option<Node> {
         let Some(kind) = raw.kind.clone() else {
-            self.err("needs a `kind` (menu, say, transfer, ticket, hours, voicemail, notify, hangup or goto)".into());
+            self.err(format!("needs a `kind` ({})", KINDS.join(", ")));
             return None;
         };
         let kind = kind.as_str();
@@ -813,20 +1209,60 @@ impl NodeCtx<'_, '_> {
             ],
             "say" => &["text", "next"],
             "transfer" => &["target", "closed", "failed", "wait_message"],
-            "ticket" => &["category", "reason", "next"],
+            "ticket" => &["category", "reason", "recording_var", "next"],
             "hours" => &["open", "closed"],
             "voicemail" => &[
                 "prompt",
                 "max_length",
                 "ticket_category",
                 "ticket_reason",
+                "save_as",
                 "next",
             ],
             "notify" => &["contact", "subject", "body", "next"],
             "hangup" => &["text"],
             "goto" => &["next"],
+            "entry" => &[
+                "prompt",
+                "format",
+                "var",
+                "min_digits",
+                "max_digits",
+                "confirm",
+                "confirm_caller",
+                "errors",
+                "no_input",
+                "invalid",
+                "fallback",
+                "attempts",
+                "timeout",
+                "max_age_years",
+                "next",
+            ],
+            "shopping_dollars" => &[
+                "date_var",
+                "paid_var",
+                "days_var",
+                "within_review",
+                "unpaid",
+                "grace",
+                "overdue",
+            ],
+            "external_ticket" => &[
+                "category",
+                "var",
+                "reason",
+                "due_hours",
+                "new",
+                "pending",
+                "overdue",
+                "escalated",
+            ],
             other => {
-                self.err(format!("unknown kind {other:?}; known: menu, say, transfer, ticket, hours, voicemail, notify, hangup, goto"));
+                self.err(format!(
+                    "unknown kind {other:?}; known: {}",
+                    KINDS.join(", ")
+                ));
                 return None;
             }
         };
@@ -853,6 +1289,27 @@ impl NodeCtx<'_, '_> {
             ("contact", raw.contact.is_some()),
             ("subject", raw.subject.is_some()),
             ("body", raw.body.is_some()),
+            ("format", raw.format.is_some()),
+            ("var", raw.var.is_some()),
+            ("min_digits", raw.min_digits.is_some()),
+            ("max_digits", raw.max_digits.is_some()),
+            ("confirm", raw.confirm.is_some()),
+            ("confirm_caller", raw.confirm_caller.is_some()),
+            ("errors", raw.errors.is_some()),
+            ("max_age_years", raw.max_age_years.is_some()),
+            ("date_var", raw.date_var.is_some()),
+            ("paid_var", raw.paid_var.is_some()),
+            ("days_var", raw.days_var.is_some()),
+            ("within_review", raw.within_review.is_some()),
+            ("unpaid", raw.unpaid.is_some()),
+            ("grace", raw.grace.is_some()),
+            ("overdue", raw.overdue.is_some()),
+            ("new", raw.new.is_some()),
+            ("pending", raw.pending.is_some()),
+            ("escalated", raw.escalated.is_some()),
+            ("due_hours", raw.due_hours.is_some()),
+            ("save_as", raw.save_as.is_some()),
+            ("recording_var", raw.recording_var.is_some()),
         ];
         let extra: Vec<(&str, bool)> = present
             .iter()
@@ -901,6 +1358,7 @@ impl NodeCtx<'_, '_> {
                     }
                 };
                 let mut options = Vec::new();
+                let mut sets = BTreeMap::new();
                 let mut seen = BTreeSet::new();
                 let raw_options = raw.options.unwrap_or_default();
                 if raw_options.is_empty() {
@@ -929,6 +1387,16 @@ impl NodeCtx<'_, '_> {
                     if let Some(r) = self.parse_ref(&o.next, "options.next") {
                         options.push((digit, r));
                     }
+                    if !o.set.is_empty() {
+                        let mut assigned = Vec::new();
+                        for (name, value) in o.set {
+                            if let Some(name) = self.define_var(&name, VarKind::Text, "options.set")
+                            {
+                                assigned.push((name, value));
+                            }
+                        }
+                        sets.insert(digit, assigned);
+                    }
                 }
                 let timeout = raw.timeout.unwrap_or(5);
                 if !(1..=60).contains(&timeout) {
@@ -946,6 +1414,7 @@ impl NodeCtx<'_, '_> {
                 Some(Node::Menu(Menu {
                     prompt: prompt?,
                     options,
+                    sets,
                     no_input: no_input?,
                     invalid: invalid?,
                     fallback: fallback?,
@@ -1000,13 +1469,65 @@ impl NodeCtx<'_, '_> {
             }
             "ticket" => {
                 let category = self.category(raw.category, "category", kind);
-                let reason = self.required(raw.reason, "reason", kind);
+                let reason = self.text(raw.reason, "reason", kind, NOTIFY_PLACEHOLDERS);
+                let recording_var = match raw.recording_var {
+                    Some(v) => Some(self.use_var(Some(v), "recording_var", kind)?),
+                    None => None,
+                };
                 let next = next_or_dead_end(self, raw.next);
                 Some(Node::Ticket {
                     category: category?,
                     reason: reason?,
+                    recording_var,
                     next: next?,
                 })
+            }
+            "entry" => self.entry(raw, p),
+            "shopping_dollars" => {
+                let date_var = self.use_var(raw.date_var, "date_var", kind);
+                let paid_var = self.use_var(raw.paid_var, "paid_var", kind);
+                let days_var = self
+                    .required(raw.days_var, "days_var", kind)
+                    .and_then(|v| self.define_var(&v, VarKind::Number, "days_var"));
+                let within_review = self.reference(raw.within_review, "within_review", kind);
+                let unpaid = self.reference(raw.unpaid, "unpaid", kind);
+                let grace = self.reference(raw.grace, "grace", kind);
+                let overdue = self.reference(raw.overdue, "overdue", kind);
+                Some(Node::ShoppingDollars(ShoppingDollars {
+                    date_var: date_var?,
+                    paid_var: paid_var?,
+                    days_var: days_var?,
+                    within_review: within_review?,
+                    unpaid: unpaid?,
+                    grace: grace?,
+                    overdue: overdue?,
+                }))
+            }
+            "external_ticket" => {
+                let category = self.category(raw.category, "category", kind);
+                let var = self.use_var(raw.var, "var", kind);
+                let reason = self.text(raw.reason, "reason", kind, NOTIFY_PLACEHOLDERS);
+                let due_hours = raw.due_hours.unwrap_or(24);
+                if !(1..=720).contains(&due_hours) {
+                    self.err("`due_hours` must be 1 to 720".into());
+                }
+                for (name, k) in EXTERNAL_TICKET_VARS {
+                    self.define_var(name, *k, "external_ticket");
+                }
+                let new = self.reference(raw.new, "new", kind);
+                let pending = self.reference(raw.pending, "pending", kind);
+                let overdue = self.reference(raw.overdue, "overdue", kind);
+                let escalated = self.reference(raw.escalated, "escalated", kind);
+                Some(Node::ExternalTicket(ExternalTicket {
+                    category: category?,
+                    var: var?,
+                    reason: reason?,
+                    due_hours,
+                    new: new?,
+                    pending: pending?,
+                    overdue: overdue?,
+                    escalated: escalated?,
+                }))
             }
             "hours" => {
                 let open = self.reference(raw.open, "open", kind);
@@ -1018,8 +1539,20 @@ impl NodeCtx<'_, '_> {
             }
             "voicemail" => {
                 let prompt = self.text(raw.prompt, "prompt", kind, p);
-                let category = self.category(raw.ticket_category, "ticket_category", kind);
-                let reason = self.required(raw.ticket_reason, "ticket_reason", kind);
+                // The ticket opened before the tone, unless the node keeps the recording
+                // for a later ticket node (`save_as` without a ticket).
+                let ticket = match (raw.ticket_category, raw.ticket_reason, &raw.save_as) {
+                    (None, None, Some(_)) => None,
+                    (c, r, _) => {
+                        let c = self.category(c, "ticket_category", kind);
+                        let r = self.required(r, "ticket_reason", kind);
+                        Some((c?, r?))
+                    }
+                };
+                let save_as = match raw.save_as {
+                    Some(v) => Some(self.define_var(&v, VarKind::Url, "save_as")?),
+                    None => None,
+                };
                 let next = next_or_dead_end(self, raw.next);
                 if raw.max_length.is_some_and(|m| !(5..=3600).contains(&m)) {
                     self.err("`max_length` must be 5 to 3600 seconds".into());
@@ -1027,8 +1560,8 @@ impl NodeCtx<'_, '_> {
                 Some(Node::Voicemail(Voicemail {
                     prompt: prompt?,
                     max_length: raw.max_length,
-                    ticket_category: category?,
-                    ticket_reason: reason?,
+                    ticket,
+                    save_as,
                     next: next?,
                 }))
             }

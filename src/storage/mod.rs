@@ -6,7 +6,7 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
-use crate::records::Record;
+use crate::records::{ExistingTicket, Record};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
@@ -119,6 +119,12 @@ pub struct TicketQuery {
     pub limit: u32,
     /// Keyset cursor: id of the last ticket of the previous page.
     pub before_id: Option<i64>,
+    /// Only tickets still open or escalated past their due time (at `now`).
+    pub overdue: bool,
+    /// A partner's ticket number.
+    pub external_ref: Option<String>,
+    /// The time `overdue` is judged at.
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// A call as managers read it.
@@ -171,6 +177,9 @@ pub struct StepView {
     pub digits: Option<String>,
     /// What happened.
     pub result: String,
+    /// What the step learned (purchase date, days, payment answer, …).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub data: std::collections::BTreeMap<String, String>,
 }
 
 /// A ticket as managers read it.
@@ -192,6 +201,25 @@ pub struct TicketView {
     pub created_at: DateTime<Utc>,
     /// Voicemail.
     pub recording_url: Option<String>,
+    /// A partner's ticket number (Home Service Perks).
+    pub external_ref: Option<String>,
+    /// When it must be answered by.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When it was escalated.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// Open (or escalated) past its due time.
+    pub overdue: bool,
+    /// In a call's detail: `opened` by this call, or `linked` / `escalated` by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relation: Option<String>,
+}
+
+impl TicketView {
+    /// Sets `overdue`: still open or escalated, and past its due time at `now`.
+    pub fn mark_overdue(&mut self, now: DateTime<Utc>) {
+        self.overdue = matches!(self.status.as_str(), "open" | "escalated")
+            && self.due_at.is_some_and(|d| d <= now);
+    }
 }
 
 /// A queued e-mail.
@@ -242,6 +270,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Whether the call has a ticket.
     async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool>;
+    /// The newest open or escalated ticket of a category for a partner's ticket number.
+    async fn find_external_ticket(
+        &self,
+        category: &str,
+        external_ref: &str,
+    ) -> StoreResult<Option<ExistingTicket>>;
     /// Commits one webhook's records; returns the call's current ticket afterwards.
     async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed>;
     /// Applies a status callback; the latest by sequence wins, a final status never regresses.

@@ -66,11 +66,18 @@ fn ticket_view(row: &SqliteRow) -> Result<TicketView, sqlx::Error> {
         caller_number: row.try_get("caller_number")?,
         created_at: from_millis(row.try_get("created_at")?),
         recording_url: row.try_get("recording_url")?,
+        external_ref: row.try_get("external_ref")?,
+        due_at: row.try_get::<Option<i64>, _>("due_at")?.map(from_millis),
+        escalated_at: row
+            .try_get::<Option<i64>, _>("escalated_at")?
+            .map(from_millis),
+        overdue: false,
+        relation: None,
     })
 }
 
-const TICKET_COLUMNS: &str =
-    "id, category, reason, status, call_sid, caller_number, created_at, recording_url";
+const TICKET_COLUMNS: &str = "id, category, reason, status, call_sid, caller_number, created_at, \
+     recording_url, external_ref, due_at, escalated_at";
 
 async fn ensure_call(
     tx: &mut Transaction<'_, Sqlite>,
@@ -152,6 +159,32 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
+    async fn find_external_ticket(
+        &self,
+        category: &str,
+        external_ref: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        let row = sqlx::query(
+            "SELECT id, status, created_at, due_at FROM tickets \
+             WHERE external_ref = ? AND category = ? AND status IN ('open', 'escalated') \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(external_ref)
+        .bind(category)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ExistingTicket {
+                id: r.try_get("id")?,
+                status: r.try_get("status")?,
+                created_at: from_millis(r.try_get("created_at")?),
+                due_at: r.try_get::<Option<i64>, _>("due_at")?.map(from_millis),
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
     #[tracing::instrument(skip_all, fields(call_sid = %batch.call.call_sid, key = batch.request_key))]
     async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed> {
         let at = to_millis(batch.at);
@@ -202,10 +235,16 @@ impl Store for SqliteStore {
                     said,
                     digits,
                     result,
+                    data,
                 }) => {
+                    let data = if data.is_empty() {
+                        None
+                    } else {
+                        serde_json::to_string(data).ok()
+                    };
                     sqlx::query(
-                        "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result, data) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     )
                     .bind(sid)
                     .bind(key)
@@ -216,21 +255,32 @@ impl Store for SqliteStore {
                     .bind(fill_ticket(said, ticket))
                     .bind(digits)
                     .bind(result)
+                    .bind(data)
                     .execute(&mut *tx)
                     .await?;
                 }
-                Record::Ticket { category, reason } => {
+                Record::Ticket {
+                    category,
+                    reason,
+                    external_ref,
+                    due_at,
+                    recording_url,
+                } => {
                     sqlx::query(
-                        "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at, \
+                         external_ref, due_at, recording_url) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     )
                     .bind(sid)
                     .bind(key)
                     .bind(idx)
                     .bind(category)
-                    .bind(reason)
+                    .bind(fill_ticket(reason, ticket))
                     .bind(&batch.call.from)
                     .bind(at)
+                    .bind(external_ref)
+                    .bind(due_at.map(to_millis))
+                    .bind(recording_url)
                     .execute(&mut *tx)
                     .await?;
                     let id: i64 = sqlx::query_scalar(
@@ -262,6 +312,32 @@ impl Store for SqliteStore {
                     .bind(fill_ticket(subject, ticket))
                     .bind(fill_ticket(body, ticket))
                     .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Record::LinkTicket {
+                    ticket_id,
+                    relation,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO call_tickets (call_sid, ticket_id, relation, at) VALUES (?, ?, ?, ?) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(sid)
+                    .bind(ticket_id)
+                    .bind(relation)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    ticket = Some(TicketNumber(*ticket_id));
+                }
+                Record::Escalate { ticket_id } => {
+                    sqlx::query(
+                        "UPDATE tickets SET status = 'escalated', escalated_at = ? \
+                         WHERE id = ? AND status = 'open'",
+                    )
+                    .bind(at)
+                    .bind(ticket_id)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -420,7 +496,7 @@ impl Store for SqliteStore {
         };
         let call = call_view(&row)?;
         let steps = sqlx::query(
-            "SELECT at, node, kind, said, digits, result FROM steps WHERE call_sid = ? ORDER BY id",
+            "SELECT at, node, kind, said, digits, result, data FROM steps WHERE call_sid = ? ORDER BY id",
         )
         .bind(call_sid)
         .fetch_all(&self.pool)
@@ -434,18 +510,33 @@ impl Store for SqliteStore {
                 said: r.try_get("said")?,
                 digits: r.try_get("digits")?,
                 result: r.try_get("result")?,
+                data: r
+                    .try_get::<Option<String>, _>("data")?
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // Tickets the call opened, then tickets of earlier calls it was linked to.
         let tickets = sqlx::query(&format!(
-            "SELECT {TICKET_COLUMNS} FROM tickets WHERE call_sid = ? ORDER BY id"
+            "SELECT {TICKET_COLUMNS}, 'opened' AS relation, id AS sort FROM tickets WHERE call_sid = ? \
+             UNION ALL \
+             SELECT {TICKET_COLUMNS}, relation, id AS sort FROM tickets \
+             JOIN (SELECT ticket_id, relation FROM call_tickets WHERE call_sid = ?) ct \
+             ON ct.ticket_id = tickets.id \
+             ORDER BY sort"
         ))
+        .bind(call_sid)
         .bind(call_sid)
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(ticket_view)
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|r| {
+            let mut t = ticket_view(r)?;
+            t.relation = Some(r.try_get("relation")?);
+            Ok(t)
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let notifications = sqlx::query(
             "SELECT contact, address, subject, body, status, ticket_id FROM notifications WHERE call_sid = ? ORDER BY id",
         )
@@ -485,6 +576,15 @@ impl Store for SqliteStore {
         }
         if let Some(before) = q.before_id {
             b.push(" AND id < ").push_bind(before);
+        }
+        if let Some(external_ref) = &q.external_ref {
+            b.push(" AND external_ref = ")
+                .push_bind(external_ref.clone());
+        }
+        if q.overdue {
+            let now = to_millis(q.now.unwrap_or_else(Utc::now));
+            b.push(" AND status IN ('open', 'escalated') AND due_at <= ")
+                .push_bind(now);
         }
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit));
