@@ -133,6 +133,18 @@ fn every_class_of_flow_error_is_reported_with_file_node_and_line() {
             3,
         ),
         (
+            "unknown_var",
+            "uses {var.purchase_dat}, which no node sets",
+            Some("a"),
+            3,
+        ),
+        (
+            "entry_without_errors",
+            "needs `errors.not_a_date`",
+            Some("a"),
+            3,
+        ),
+        (
             "missing_start",
             "start node `nowhere` does not exist",
             Some("nowhere"),
@@ -234,6 +246,8 @@ fn the_example_configuration_is_valid_and_matches_the_defaults() {
     let defaults = config();
     assert_eq!(example.targets, defaults.targets);
     assert_eq!(example.contacts, defaults.contacts);
+    assert_eq!(example.texts, defaults.texts);
+    assert_eq!(example.shopping_dollars, defaults.shopping_dollars);
     assert_eq!(example.schedule.describe(), defaults.schedule.describe());
     assert_eq!(example.listen, defaults.listen);
 }

@@ -1205,3 +1205,70 @@ fn spaced(number: &str) -> String {
     let chars: Vec<String> = number.chars().map(String::from).collect();
     chars.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn date_entry() -> Entry {
+        let r = NodeRef {
+            flow: "f".into(),
+            node: "n".into(),
+        };
+        Entry {
+            prompt: String::new(),
+            format: EntryFormat::Date,
+            var: "d".into(),
+            min_digits: 8,
+            max_digits: 8,
+            confirm: String::new(),
+            confirm_caller: None,
+            errors: BTreeMap::new(),
+            no_input: String::new(),
+            invalid: String::new(),
+            fallback: r.clone(),
+            attempts: 3,
+            timeout: 10,
+            max_age_years: 5,
+            next: r,
+        }
+    }
+
+    #[test]
+    fn dates_are_checked_for_length_reality_future_and_age() {
+        let e = date_entry();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let check = |k: &str| validate_entry(&e, k, today);
+        assert_eq!(check("03052026"), Ok("2026-03-05".into()));
+        assert_eq!(check("02292024"), Ok("2024-02-29".into()));
+        assert_eq!(check("11232026"), Ok("2026-11-23".into()), "today");
+        assert_eq!(
+            check("11232021"),
+            Ok("2021-11-23".into()),
+            "exactly 5 years"
+        );
+        assert_eq!(check("02292025"), Err("not_a_date"));
+        assert_eq!(check("02302026"), Err("not_a_date"));
+        assert_eq!(check("13012026"), Err("not_a_date"));
+        assert_eq!(check("00000000"), Err("not_a_date"));
+        assert_eq!(check("0305202"), Err("length"));
+        assert_eq!(check("030520261"), Err("length"));
+        assert_eq!(check("11242026"), Err("future"));
+        assert_eq!(check("11222021"), Err("too_old"));
+    }
+
+    #[test]
+    fn values_are_said_the_way_a_person_would() {
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        assert_eq!(say_date(d(2026, 3, 5)), "March 5th, 2026");
+        assert_eq!(say_date(d(2026, 3, 1)), "March 1st, 2026");
+        assert_eq!(say_date(d(2026, 3, 22)), "March 22nd, 2026");
+        assert_eq!(say_date(d(2026, 3, 13)), "March 13th, 2026");
+        assert_eq!(say_phone("+12045550199"), "2 0 4, 5 5 5, 0 1 9 9");
+        assert_eq!(say_last_four("+12045551234"), "1 2 3 4");
+        assert!(is_nanp("+12045551234"));
+        assert!(!is_nanp("+442071234567"));
+        assert!(!is_nanp("anonymous"));
+    }
+}
