@@ -58,6 +58,8 @@ pub struct App {
     pub flows: FlowSet,
     /// Records.
     pub store: Arc<dyn Store>,
+    /// Operational metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Time source.
     pub clock: Clock,
     /// TwiML settings.
@@ -141,10 +143,12 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         language: config.say_language.clone(),
     };
     let last_resort = last_resort_twiml(&config, &style, true, 1);
+    let metrics = crate::metrics::Metrics::new().context("registering metrics")?;
     Ok(AppState(Arc::new(App {
         config,
         flows,
         store,
+        metrics,
         clock,
         style,
         last_resort,
@@ -184,15 +188,33 @@ pub fn build_router(state: AppState) -> Router {
         .merge(api::router(state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(RequestBodyLimitLayer::new(voice::MAX_BODY))
         .with_state(state)
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+        Ok(()) => {
+            state.metrics.degraded.set(0);
+            (StatusCode::OK, "ready\n")
+        }
+        Err(_) => {
+            state.metrics.degraded.set(1);
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
+        }
     }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// Refuses development mode (no auth token) on anything but loopback, and says so loudly.

@@ -80,9 +80,11 @@ impl FromRequest<AppState> for Webhook {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY)
-            .await
-            .map_err(|_| plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"))?;
+        let endpoint = parts.uri.path().trim_start_matches("/voice/").to_string();
+        let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+            state.metrics.webhook(&endpoint, "too_large");
+            plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+        })?;
         let params: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
         let path_and_query = parts
             .uri
@@ -115,6 +117,7 @@ impl FromRequest<AppState> for Webhook {
                     signed = !given.is_empty(),
                     "webhook rejected: invalid signature"
                 );
+                state.metrics.webhook(&endpoint, "forbidden");
                 return Err(plain(StatusCode::FORBIDDEN, "invalid signature\n"));
             }
         }
@@ -251,6 +254,22 @@ type StepFn = fn(&AppState, &CallCtx, &Webhook) -> Result<Input, EngineError>;
 /// Runs one call webhook on its own task, under a deadline: a panic, an error or a step
 /// that runs too long all end in the error route, recorded against the call.
 async fn guarded(state: AppState, hook: Webhook, event: &'static str, input: StepFn) -> TwiML {
+    let started = std::time::Instant::now();
+    let answer = guarded_inner(&state, hook, event, input).await;
+    state
+        .metrics
+        .latency
+        .with_label_values(&[event])
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+async fn guarded_inner(
+    state: &AppState,
+    hook: Webhook,
+    event: &'static str,
+    input: StepFn,
+) -> TwiML {
     let task = {
         let (state, hook) = (state.clone(), hook.clone());
         tokio::spawn(async move {
@@ -269,8 +288,8 @@ async fn guarded(state: AppState, hook: Webhook, event: &'static str, input: Ste
             format!("no answer within {} s", STEP_DEADLINE.as_secs())
         }
     };
-    let ctx = call_ctx(&state, &hook, event);
-    error_route(&state, &ctx, &failure, None).await
+    let ctx = call_ctx(state, &hook, event);
+    error_route(state, &ctx, &failure, None).await
 }
 
 /// `POST /voice/incoming`: a call comes in.
@@ -451,8 +470,11 @@ pub async fn status(State(state): State<AppState>, hook: Webhook) -> TwiML {
         at,
     };
     if let Err(e) = state.store.record_status(&update).await {
+        state.metrics.webhook("status", "not_recorded");
+        state.metrics.errors.with_label_values(&["database"]).inc();
         tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "status callback not recorded");
     } else {
+        state.metrics.webhook("status", "ok");
         tracing::info!(call_sid = %ctx.info.call_sid, from = %ctx.from, status = %status, "call status");
     }
     empty
@@ -545,9 +567,45 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
     match state.store.commit_step(&batch).await {
         Ok(done) => {
             log_step(ctx, &step, done.replay.is_some());
+            count_step(state, ctx, &step.records, done.replay.is_some());
             fill_ticket(done.replay.unwrap_or(answer), done.ticket)
         }
         Err(e) => error_route(state, ctx, &e.to_string(), over).await,
+    }
+}
+
+/// Counts a committed webhook; a replayed retry counts as such and nothing else.
+fn count_step(state: &AppState, ctx: &CallCtx, records: &[Record], replay: bool) {
+    let m = &state.metrics;
+    m.webhook(ctx.event, if replay { "replay" } else { "ok" });
+    if replay {
+        return;
+    }
+    for r in records {
+        match r {
+            Record::Step(s) => m.nodes.with_label_values(&[s.node.as_str()]).inc(),
+            Record::Ticket { category, .. } => {
+                m.tickets.with_label_values(&[category.as_str()]).inc()
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The kind of an internal failure, for the error counter.
+fn error_kind(error: &str) -> &'static str {
+    if error.contains("panic") {
+        "panic"
+    } else if error.starts_with("no answer within") {
+        "timeout"
+    } else if error.starts_with("database") || error.contains("pool timed out") {
+        "database"
+    } else if error.starts_with("platform fallback") {
+        "platform_fallback"
+    } else if error.contains("CallSid") {
+        "bad_request"
+    } else {
+        "flow"
     }
 }
 
@@ -586,6 +644,12 @@ async fn error_route(
     over: Option<crate::hours::OverrideState>,
 ) -> TwiML {
     tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, error, "call step failed: safe route");
+    state
+        .metrics
+        .errors
+        .with_label_values(&[error_kind(error)])
+        .inc();
+    state.metrics.webhook(ctx.event, "error_route");
     let now = state.now();
     let env = env_for(state, ctx, now, over);
     let call_state = CallState {

@@ -301,3 +301,118 @@ async fn status_callbacks_in_all_24_orders_end_completed_with_the_duration() {
     }
     println!("status callbacks: {ok} of 24 orderings ended completed with duration 95 s");
 }
+
+async fn metrics_text(app: &TestApp) -> String {
+    let res = app
+        .http
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .starts_with("text/plain; version=0.0.4"));
+    res.text().await.expect("body")
+}
+
+/// The value of one sample line, e.g. `ivr_errors_total{kind="database"}`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_webhooks_nodes_errors_tickets_and_latency() {
+    let app = spawn_app().await;
+    let mut call = app.call(STORE).await;
+    call.press("7").await;
+    call.press("1").await;
+    let forged = app
+        .post_raw(
+            &format!("{}/voice/incoming", app.addr),
+            &incoming("CAforgedmetrics"),
+            Some("bm9wZQ=="),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    call.post(
+        "/voice/gather?node=store.nowhere&attempt=1&seq=9",
+        &[("Digits", "1")],
+    )
+    .await;
+    let text = metrics_text(&app).await;
+    let expect = [
+        (
+            r#"ivr_webhooks_total{endpoint="incoming",result="ok"}"#,
+            1.0,
+        ),
+        (r#"ivr_webhooks_total{endpoint="gather",result="ok"}"#, 2.0),
+        (
+            r#"ivr_webhooks_total{endpoint="incoming",result="forbidden"}"#,
+            1.0,
+        ),
+        (
+            r#"ivr_webhooks_total{endpoint="gather",result="error_route"}"#,
+            1.0,
+        ),
+        (r#"ivr_errors_total{kind="flow"}"#, 1.0),
+        (r#"ivr_node_steps_total{node="legal.summons_ticket"}"#, 1.0),
+        (r#"ivr_tickets_opened_total{category="Follow-Up"}"#, 1.0),
+        (
+            r#"ivr_webhook_duration_seconds_count{endpoint="gather"}"#,
+            3.0,
+        ),
+        ("ivr_database_degraded", 0.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    println!(
+        "metrics: {} series exposed, counts match the calls made",
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    );
+}
+
+#[tokio::test]
+async fn a_database_error_inside_a_step_still_routes_the_caller_and_is_counted_once() {
+    let app = spawn_app().await;
+    // Break the database under the running server: the step's commit fails.
+    {
+        let mut db = SqliteConnectOptions::from_str(&format!("sqlite://{}", app.db_path.display()))
+            .expect("sqlite url")
+            .connect()
+            .await
+            .expect("open the test database");
+        sqlx::query("DROP TABLE webhooks")
+            .execute(&mut db)
+            .await
+            .expect("drop a table");
+        let _ = db.close().await;
+    }
+    let call = app.call(GUEST_CARE).await;
+    assert!(call.says().contains("technical problem"), "{}", call.xml);
+    assert_eq!(
+        call.dialled(),
+        expect(OOM),
+        "the safe route: Guest Care OOM"
+    );
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        sample(&text, r#"ivr_errors_total{kind="database"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"ivr_webhooks_total{endpoint="incoming",result="error_route"}"#
+        ),
+        Some(1.0)
+    );
+    println!("database error: caller routed to Guest Care OOM with 200 TwiML; counted 1 time");
+}

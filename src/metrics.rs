@@ -1,0 +1,106 @@
+//! Operational metrics in the Prometheus text format, served at `/metrics`.
+//!
+//! One registry per server (no globals), so tests that start several servers in one process
+//! each read their own figures.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The server's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhooks answered, by endpoint and result (`ok`, `replay`, `error_route`,
+    /// `forbidden`, `too_large`).
+    pub webhooks: IntCounterVec,
+    /// Steps recorded, by flow node.
+    pub nodes: IntCounterVec,
+    /// Internal failures that took the error route, by kind.
+    pub errors: IntCounterVec,
+    /// Time to answer a call webhook, by endpoint.
+    pub latency: HistogramVec,
+    /// Tickets opened, by category.
+    pub tickets: IntCounterVec,
+    /// 1 while the database cannot be reached by readiness checks.
+    pub degraded: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("ivr".into()), None)?;
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "webhooks_total",
+                "Webhooks answered, by endpoint and result",
+            ),
+            &["endpoint", "result"],
+        )?;
+        let nodes = IntCounterVec::new(
+            Opts::new("node_steps_total", "Call steps recorded, by flow node"),
+            &["node"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "errors_total",
+                "Internal failures answered with the safe route, by kind",
+            ),
+            &["kind"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_duration_seconds",
+                "Time to answer a call webhook, records committed",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+            ]),
+            &["endpoint"],
+        )?;
+        let tickets = IntCounterVec::new(
+            Opts::new("tickets_opened_total", "Tickets opened, by category"),
+            &["category"],
+        )?;
+        let degraded = IntGauge::new(
+            "database_degraded",
+            "1 while the database does not answer readiness checks",
+        )?;
+        registry.register(Box::new(webhooks.clone()))?;
+        registry.register(Box::new(nodes.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(tickets.clone()))?;
+        registry.register(Box::new(degraded.clone()))?;
+        Ok(Self {
+            registry,
+            webhooks,
+            nodes,
+            errors,
+            latency,
+            tickets,
+            degraded,
+        })
+    }
+
+    /// Counts a webhook answer.
+    pub fn webhook(&self, endpoint: &str, result: &str) {
+        self.webhooks.with_label_values(&[endpoint, result]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
