@@ -156,7 +156,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
 }
 
 #[derive(Clone)]
-struct PanicAnswer(Arc<String>);
+struct PanicAnswer(Arc<String>, crate::metrics::Metrics);
 
 impl ResponseForPanic for PanicAnswer {
     type ResponseBody = axum::body::Body;
@@ -165,6 +165,7 @@ impl ResponseForPanic for PanicAnswer {
         _err: Box<dyn std::any::Any + Send + 'static>,
     ) -> axum::http::Response<Self::ResponseBody> {
         tracing::error!("panic in a voice webhook: safe route answered");
+        self.1.errors.with_label_values(&["panic"]).inc();
         voice::TwiML(self.0.as_ref().clone()).into_response()
     }
 }
@@ -180,9 +181,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/voice/queue/wait", post(voice::queue_wait))
         .route("/voice/status", post(voice::status))
         .route("/voice/fallback", post(voice::fallback))
-        .layer(CatchPanicLayer::custom(PanicAnswer(Arc::new(
-            state.last_resort.clone(),
-        ))));
+        .route("/voice/", post(voice::unknown))
+        .route("/voice/{*rest}", post(voice::unknown))
+        .layer(CatchPanicLayer::custom(PanicAnswer(
+            Arc::new(state.last_resort.clone()),
+            state.metrics.clone(),
+        )));
     Router::new()
         .merge(voice)
         .merge(api::router(state.clone()))

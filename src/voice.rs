@@ -400,6 +400,17 @@ pub async fn record(State(state): State<AppState>, hook: Webhook) -> TwiML {
     }
 }
 
+/// `POST /voice/…` that is none of ours (a mistyped console URL, a stale link): the
+/// apology and the safe route, recorded against the call.
+pub async fn unknown(State(state): State<AppState>, hook: Webhook) -> TwiML {
+    guarded(state, hook, "unknown", |_, _, _| {
+        Err(EngineError::UnknownNode(
+            "a webhook path this server does not have".into(),
+        ))
+    })
+    .await
+}
+
 /// `POST /voice/queue/wait`: what callers waiting in the queue hear (no records).
 pub async fn queue_wait(State(state): State<AppState>, hook: Webhook) -> TwiML {
     let ctx = call_ctx(&state, &hook, "queue_wait");
