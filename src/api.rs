@@ -268,9 +268,8 @@ async fn list_tickets(
         category: p.category,
         limit,
         before_id,
-        overdue: p.overdue.unwrap_or(false),
+        overdue_at: p.overdue.unwrap_or(false).then_some(now),
         external_ref: p.external_ref,
-        now: Some(now),
     };
     let mut tickets = state.store.list_tickets(&q).await?;
     for t in &mut tickets {

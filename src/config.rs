@@ -403,11 +403,8 @@ impl Config {
         let mut texts = default_texts();
         texts.extend(file.texts);
         for name in texts.keys() {
-            if !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
-                bail!("texts.{name}: names may use only a-z, 0-9 and _");
+            if !crate::domain::is_ident(name) {
+                bail!("texts.{name}: names may use only a-z, 0-9 and _ (up to 64)");
             }
         }
 

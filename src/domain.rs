@@ -176,6 +176,15 @@ impl fmt::Display for TicketNumber {
     }
 }
 
+/// Whether a name is an identifier of the flow language: 1 to 64 of a-z, 0-9 and `_`
+/// (flow files, node ids, call variables, configured texts).
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

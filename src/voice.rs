@@ -164,11 +164,7 @@ fn vars_of(hook: &Webhook) -> Vars {
         .iter()
         .filter_map(|(k, v)| {
             let name = k.strip_prefix("v.")?;
-            let ok_name = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let ok_name = crate::domain::is_ident(name);
             let ok_value = v.len() <= 2048 && !v.chars().any(char::is_control);
             (ok_name && ok_value).then(|| (name.to_string(), v.clone()))
         })
@@ -279,17 +275,20 @@ async fn guarded_inner(
         })
     };
     let abort = task.abort_handle();
-    let failure = match tokio::time::timeout(STEP_DEADLINE, task).await {
+    let (fault, failure) = match tokio::time::timeout(STEP_DEADLINE, task).await {
         Ok(Ok(answer)) => return answer,
-        Ok(Err(e)) if e.is_panic() => "panic while answering the webhook".to_string(),
-        Ok(Err(e)) => format!("webhook task failed: {e}"),
+        Ok(Err(e)) if e.is_panic() => (Fault::Panic, "panic while answering the webhook".into()),
+        Ok(Err(e)) => (Fault::Panic, format!("webhook task failed: {e}")),
         Err(_) => {
             abort.abort();
-            format!("no answer within {} s", STEP_DEADLINE.as_secs())
+            (
+                Fault::Timeout,
+                format!("no answer within {} s", STEP_DEADLINE.as_secs()),
+            )
         }
     };
     let ctx = call_ctx(state, &hook, event);
-    error_route(state, &ctx, &failure, None).await
+    error_route(state, &ctx, fault, &failure, None).await
 }
 
 /// `POST /voice/incoming`: a call comes in.
@@ -442,7 +441,7 @@ pub async fn fallback(State(state): State<AppState>, hook: Webhook) -> TwiML {
         url.chars().take(200).collect::<String>()
     );
     let over = read_override(&state).await;
-    error_route(&state, &ctx, &message, over).await
+    error_route(&state, &ctx, Fault::PlatformFallback, &message, over).await
 }
 
 /// The manager's hours override, or none when the database cannot say in time.
@@ -511,20 +510,27 @@ fn env_for<'a>(
 /// Takes a step and commits its records, or falls back to the error route.
 async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>) -> TwiML {
     let Some(sid) = &ctx.sid else {
-        return error_route(state, ctx, "missing or invalid CallSid", None).await;
+        return error_route(
+            state,
+            ctx,
+            Fault::BadRequest,
+            "missing or invalid CallSid",
+            None,
+        )
+        .await;
     };
     let now = state.now();
     let over = match state.store.hours_override().await {
         Ok(o) => o,
-        Err(e) => return error_route(state, ctx, &e.to_string(), None).await,
+        Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), None).await,
     };
     let has_ticket = match state.store.call_has_ticket(sid.as_str()).await {
         Ok(t) => t,
-        Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
+        Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
     };
     let input = match input {
         Ok(i) => i,
-        Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
+        Err(e) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
     };
     let mut env = env_for(state, ctx, now, over);
     let call_state = CallState {
@@ -551,7 +557,7 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
             .await
         {
             Ok(found) => found,
-            Err(e) => return error_route(state, ctx, &e.to_string(), over).await,
+            Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
         };
         facts = TicketFacts {
             category: category.clone(),
@@ -563,8 +569,10 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
     }
     let step = match stepped {
         Ok(Ok(step)) => step,
-        Ok(Err(e)) => return error_route(state, ctx, &e.to_string(), over).await,
-        Err(_) => return error_route(state, ctx, "panic in the flow engine", over).await,
+        Ok(Err(e)) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
+        Err(_) => {
+            return error_route(state, ctx, Fault::Panic, "panic in the flow engine", over).await
+        }
     };
     let answer = twiml::render(&step.actions, &state.style);
     let batch = StepBatch {
@@ -581,7 +589,7 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
             count_step(state, ctx, &step.records, done.replay.is_some());
             fill_ticket(done.replay.unwrap_or(answer), done.ticket)
         }
-        Err(e) => error_route(state, ctx, &e.to_string(), over).await,
+        Err(e) => error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
     }
 }
 
@@ -603,20 +611,27 @@ fn count_step(state: &AppState, ctx: &CallCtx, records: &[Record], replay: bool)
     }
 }
 
-/// The kind of an internal failure, for the error counter.
-fn error_kind(error: &str) -> &'static str {
-    if error.contains("panic") {
-        "panic"
-    } else if error.starts_with("no answer within") {
-        "timeout"
-    } else if error.starts_with("database") || error.contains("pool timed out") {
-        "database"
-    } else if error.starts_with("platform fallback") {
-        "platform_fallback"
-    } else if error.contains("CallSid") {
-        "bad_request"
-    } else {
-        "flow"
+/// What kind of internal failure sent a caller down the safe route, as counted.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Database,
+    Flow,
+    Panic,
+    Timeout,
+    BadRequest,
+    PlatformFallback,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Database => "database",
+            Fault::Flow => "flow",
+            Fault::Panic => "panic",
+            Fault::Timeout => "timeout",
+            Fault::BadRequest => "bad_request",
+            Fault::PlatformFallback => "platform_fallback",
+        }
     }
 }
 
@@ -651,14 +666,15 @@ fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
 async fn error_route(
     state: &AppState,
     ctx: &CallCtx,
+    fault: Fault,
     error: &str,
     over: Option<crate::hours::OverrideState>,
 ) -> TwiML {
-    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, error, "call step failed: safe route");
+    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, fault = fault.label(), error, "call step failed: safe route");
     state
         .metrics
         .errors
-        .with_label_values(&[error_kind(error)])
+        .with_label_values(&[fault.label()])
         .inc();
     state.metrics.webhook(ctx.event, "error_route");
     let now = state.now();

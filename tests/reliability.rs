@@ -10,24 +10,6 @@ use sqlx::{ConnectOptions, Connection};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn incoming(sid: &str) -> Vec<(String, String)> {
-    params(&[
-        ("CallSid", sid),
-        ("AccountSid", "AC00000000000000000000000000000000"),
-        ("From", CALLER),
-        ("To", GUEST_CARE),
-        ("CallStatus", "ringing"),
-        ("Empty", ""),
-    ])
-}
-
 /// Rows in every table the server writes, read straight from the SQLite file.
 async fn rows_everywhere(app: &TestApp) -> i64 {
     let mut db = SqliteConnectOptions::from_str(&format!("sqlite://{}", app.db_path.display()))
@@ -153,7 +135,7 @@ async fn a_thousand_forged_missing_or_altered_signatures_are_refused_and_write_n
             2 => Some(other_token.clone()),
             3 => {
                 // Altered after signing: another caller, another call, another digit.
-                p[2].1 = format!("+1204555{:04}", i % 10_000);
+                p[1].1 = format!("+1204555{:04}", i % 10_000);
                 Some(good_sig.clone())
             }
             _ => {

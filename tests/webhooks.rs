@@ -4,23 +4,6 @@ mod common;
 
 use common::*;
 
-fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn incoming(sid: &str) -> Vec<(String, String)> {
-    params(&[
-        ("CallSid", sid),
-        ("From", CALLER),
-        ("To", GUEST_CARE),
-        ("CallStatus", "ringing"),
-        ("Empty", ""),
-    ])
-}
-
 #[test]
 fn the_twilio_library_and_our_signer_agree_on_the_reference_vectors() {
     let url = "https://mycompany.com/myapp.php?foo=1&bar=2";

@@ -308,6 +308,28 @@ pub fn step(
     Ok(run.out)
 }
 
+/// How a Gather collects keys.
+struct Keys {
+    timeout: u32,
+    num_digits: u32,
+    finish_on_key: bool,
+    phase: Phase,
+    pending: Option<String>,
+}
+
+impl Keys {
+    /// One key, as menus and read-backs take.
+    fn one(timeout: u32) -> Self {
+        Self {
+            timeout,
+            num_digits: 1,
+            finish_on_key: false,
+            phase: Phase::Enter,
+            pending: None,
+        }
+    }
+}
+
 struct Run<'a, 'e> {
     flows: &'a FlowSet,
     env: &'a Env<'e>,
@@ -373,8 +395,8 @@ impl<'a> Run<'a, '_> {
             .replace("{hours}", &c.schedule.describe())
     }
 
-    /// Text for staff (tickets, notifications): stored forms of variables.
-    fn render_notification(&self, text: &str) -> String {
+    /// Text for staff (ticket reasons, notifications): stored forms of variables.
+    fn render_for_staff(&self, text: &str) -> String {
         let out = text
             .replace("{store_name}", self.env.store_name)
             .replace("{caller}", self.env.caller)
@@ -469,39 +491,50 @@ impl<'a> Run<'a, '_> {
         text
     }
 
-    fn gather(&mut self, node: &NodeRef, menu: &Menu, attempt: u32, lead: Option<&str>) -> String {
-        let prompt = self.speak(&menu.prompt);
+    /// Speaks `lead` (a reason to ask again) then `prompt` while waiting for keys; the
+    /// keys come back to `node` at `attempt`, with the entry phase and value of `keys`.
+    fn ask(
+        &mut self,
+        node: &NodeRef,
+        prompt: &str,
+        lead: Option<&str>,
+        attempt: u32,
+        keys: Keys,
+    ) -> String {
+        let prompt = self.speak(prompt);
         let said = match lead {
             Some(l) => format!("{} {prompt}", self.speak(l)),
             None => prompt,
         };
+        let mut action = self.link(Endpoint::Gather, node, attempt, false);
+        action.phase = keys.phase;
+        action.pending = keys.pending;
+        let mut on_silence = action.clone();
+        on_silence.silence = true;
         self.out.actions.push(Action::Gather {
             prompt: said.clone(),
-            timeout: menu.timeout,
-            num_digits: 1,
-            finish_on_key: false,
-            action: self.link(Endpoint::Gather, node, attempt, false),
-            on_silence: self.link(Endpoint::Gather, node, attempt, true),
+            timeout: keys.timeout,
+            num_digits: keys.num_digits,
+            finish_on_key: keys.finish_on_key,
+            action,
+            on_silence,
         });
         said
     }
 
+    /// Asks a menu's question: one key.
+    fn gather(&mut self, node: &NodeRef, menu: &Menu, attempt: u32, lead: Option<&str>) -> String {
+        self.ask(node, &menu.prompt, lead, attempt, Keys::one(menu.timeout))
+    }
+
     /// Asks for an entry's value.
     fn ask_entry(&mut self, node: &NodeRef, e: &Entry, attempt: u32, lead: Option<&str>) -> String {
-        let prompt = self.speak(&e.prompt);
-        let said = match lead {
-            Some(l) => format!("{} {prompt}", self.speak(l)),
-            None => prompt,
-        };
-        self.out.actions.push(Action::Gather {
-            prompt: said.clone(),
-            timeout: e.timeout,
+        let keys = Keys {
             num_digits: e.max_digits,
             finish_on_key: true,
-            action: self.link(Endpoint::Gather, node, attempt, false),
-            on_silence: self.link(Endpoint::Gather, node, attempt, true),
-        });
-        said
+            ..Keys::one(e.timeout)
+        };
+        self.ask(node, &e.prompt, lead, attempt, keys)
     }
 
     /// Reads a value back and asks 1 = correct, 2 = enter again.
@@ -518,25 +551,18 @@ impl<'a> Run<'a, '_> {
             (Some(t), true) => (t.as_str(), say_last_four(value)),
             _ => (e.confirm.as_str(), say_entry(e.format, value)),
         };
-        let prompt = self.speak(&template.replace("{value}", &shown));
-        let said = match lead {
-            Some(l) => format!("{} {prompt}", self.speak(l)),
-            None => prompt,
+        let keys = Keys {
+            phase: Phase::Confirm,
+            pending: Some(value.to_string()),
+            ..Keys::one(5)
         };
-        let mut action = self.link(Endpoint::Gather, node, attempt, false);
-        action.phase = Phase::Confirm;
-        action.pending = Some(value.to_string());
-        let mut on_silence = action.clone();
-        on_silence.silence = true;
-        self.out.actions.push(Action::Gather {
-            prompt: said.clone(),
-            timeout: 5,
-            num_digits: 1,
-            finish_on_key: false,
-            action,
-            on_silence,
-        });
-        said
+        self.ask(
+            node,
+            &template.replace("{value}", &shown),
+            lead,
+            attempt,
+            keys,
+        )
     }
 
     /// Follows nodes from `start` until one waits for the caller or ends the call.
@@ -569,7 +595,7 @@ impl<'a> Run<'a, '_> {
                         .cloned();
                     self.out.records.push(Record::Ticket {
                         category: category.clone(),
-                        reason: self.render_notification(reason),
+                        reason: self.render_for_staff(reason),
                         external_ref: None,
                         due_at: None,
                         recording_url,
@@ -594,8 +620,8 @@ impl<'a> Run<'a, '_> {
                     self.out.records.push(Record::Notification {
                         contact: contact.clone(),
                         address,
-                        subject: self.render_notification(subject),
-                        body: self.render_notification(body),
+                        subject: self.render_for_staff(subject),
+                        body: self.render_for_staff(body),
                     });
                     self.record_step(&current, kind, "", None, format!("notified {contact}"));
                     current = next.clone();
@@ -657,7 +683,7 @@ impl<'a> Run<'a, '_> {
                     if let (Some((category, reason)), false) = (&v.ticket, self.state.has_ticket) {
                         self.out.records.push(Record::Ticket {
                             category: category.clone(),
-                            reason: self.render_notification(reason),
+                            reason: self.render_for_staff(reason),
                             external_ref: None,
                             due_at: None,
                             recording_url: None,
@@ -754,7 +780,7 @@ impl<'a> Run<'a, '_> {
                             let due = now + chrono::Duration::hours(i64::from(t.due_hours));
                             self.out.records.push(Record::Ticket {
                                 category: t.category.clone(),
-                                reason: self.render_notification(&t.reason),
+                                reason: self.render_for_staff(&t.reason),
                                 external_ref: Some(external_ref.clone()),
                                 due_at: Some(due),
                                 recording_url: None,

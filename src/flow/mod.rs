@@ -88,6 +88,21 @@ pub struct NodeRef {
 }
 
 impl NodeRef {
+    /// Resolves a reference as written in a flow file: `node` within `flow`, or `flow.node`.
+    /// The parts are not checked here.
+    pub fn relative(v: &str, flow: &str) -> Self {
+        match v.split_once('.') {
+            Some((f, n)) => Self {
+                flow: f.into(),
+                node: n.into(),
+            },
+            None => Self {
+                flow: flow.into(),
+                node: v.into(),
+            },
+        }
+    }
+
     /// Parses `flow.node`, the form used in webhook URLs.
     pub fn parse_qualified(raw: &str) -> Option<Self> {
         let (flow, node) = raw.split_once('.')?;
@@ -104,12 +119,7 @@ impl fmt::Display for NodeRef {
     }
 }
 
-fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
+use crate::domain::is_ident;
 
 /// A menu: a prompt, keypad options, and what to do on no or wrong input.
 #[derive(Debug, Clone)]
@@ -717,16 +727,7 @@ struct Place {
 
 /// The node references a raw node's fields hold, as written (defaults included).
 fn raw_exits(raw: &RawNode, flow: &str) -> Vec<NodeRef> {
-    let resolve = |v: &str| match v.split_once('.') {
-        Some((f, n)) => NodeRef {
-            flow: f.into(),
-            node: n.into(),
-        },
-        None => NodeRef {
-            flow: flow.into(),
-            node: v.into(),
-        },
-    };
+    let resolve = |v: &str| NodeRef::relative(v, flow);
     let mut refs: Vec<NodeRef> = [
         &raw.next,
         &raw.open,
@@ -1043,16 +1044,7 @@ impl NodeCtx<'_, '_> {
     }
 
     fn parse_ref(&mut self, v: &str, field: &str) -> Option<NodeRef> {
-        let r = match v.split_once('.') {
-            Some((flow, node)) => NodeRef {
-                flow: flow.into(),
-                node: node.into(),
-            },
-            None => NodeRef {
-                flow: self.flow.into(),
-                node: v.into(),
-            },
-        };
+        let r = NodeRef::relative(v, self.flow);
         if is_ident(&r.flow) && is_ident(&r.node) {
             Some(r)
         } else {

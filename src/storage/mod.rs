@@ -119,12 +119,10 @@ pub struct TicketQuery {
     pub limit: u32,
     /// Keyset cursor: id of the last ticket of the previous page.
     pub before_id: Option<i64>,
-    /// Only tickets still open or escalated past their due time (at `now`).
-    pub overdue: bool,
+    /// Only tickets still open or escalated and due at or before this time.
+    pub overdue_at: Option<DateTime<Utc>>,
     /// A partner's ticket number.
     pub external_ref: Option<String>,
-    /// The time `overdue` is judged at.
-    pub now: Option<DateTime<Utc>>,
 }
 
 /// A call as managers read it.

@@ -581,10 +581,9 @@ impl Store for SqliteStore {
             b.push(" AND external_ref = ")
                 .push_bind(external_ref.clone());
         }
-        if q.overdue {
-            let now = to_millis(q.now.unwrap_or_else(Utc::now));
+        if let Some(at) = q.overdue_at {
             b.push(" AND status IN ('open', 'escalated') AND due_at <= ")
-                .push_bind(now);
+                .push_bind(to_millis(at));
         }
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit));

@@ -7,6 +7,26 @@ pub const OOM: (&str, &str) = ("sip:350152@pbx.example.com", "");
 pub const AFTER_SALES: (&str, &str) = ("sip:2005@pbx.example.com", "");
 pub const ESCALATION: (&str, &str) = ("+18007373233", "ww5");
 
+/// Form parameters from pairs.
+pub fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The parameters of an incoming call to the Guest Care line (one of them empty, which
+/// the signature still covers).
+pub fn incoming(sid: &str) -> Vec<(String, String)> {
+    params(&[
+        ("CallSid", sid),
+        ("From", CALLER),
+        ("To", GUEST_CARE),
+        ("CallStatus", "ringing"),
+        ("Empty", ""),
+    ])
+}
+
 /// A target constant as owned strings, to compare with `Call::dialled`.
 pub fn expect(t: (&str, &str)) -> (String, String) {
     (t.0.to_string(), t.1.to_string())
