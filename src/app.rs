@@ -13,6 +13,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -56,8 +57,12 @@ pub struct App {
     pub config: Config,
     /// Validated flows.
     pub flows: FlowSet,
-    /// Records.
+    /// Records, as webhooks write them: the database with the journal in front.
     pub store: Arc<dyn Store>,
+    /// The database itself.
+    pub db: Arc<dyn Store>,
+    /// Records waiting for the database.
+    pub journal: Arc<storage::Journal>,
     /// Operational metrics.
     pub metrics: crate::metrics::Metrics,
     /// Time source.
@@ -133,10 +138,10 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     let flows = flow::load_dir(&config.flows_dir, &config)
         .map_err(|p| anyhow::anyhow!("{p}"))
         .with_context(|| format!("loading flows from {}", config.flows_dir.display()))?;
-    let store = storage::open(&config.database_url)
+    let db = storage::open(&config.database_url)
         .await
         .context("opening the database")?;
-    store.migrate().await.context("migrating the database")?;
+    db.migrate().await.context("migrating the database")?;
     let style = Style {
         base_url: config.public_url.clone(),
         voice: config.say_voice.clone(),
@@ -144,10 +149,22 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     };
     let last_resort = last_resort_twiml(&config, &style, true, 1);
     let metrics = crate::metrics::Metrics::new().context("registering metrics")?;
+    let journal = Arc::new(
+        storage::Journal::open(&config.journal_path, metrics.clone())
+            .with_context(|| format!("opening the journal {}", config.journal_path.display()))?,
+    );
+    storage::spawn_replayer(journal.clone(), db.clone(), config.write_timeout);
+    let store: Arc<dyn Store> = Arc::new(storage::Journaled::new(
+        db.clone(),
+        journal.clone(),
+        config.write_timeout,
+    ));
     Ok(AppState(Arc::new(App {
         config,
         flows,
         store,
+        db,
+        journal,
         metrics,
         clock,
         style,
@@ -197,16 +214,35 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /readyz`: 200 when the database answers and takes writes (the journal empty or
+/// draining), 503 while records go to the journal; the body says which and how many wait.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => {
-            state.metrics.degraded.set(0);
-            (StatusCode::OK, "ready\n")
-        }
-        Err(_) => {
-            state.metrics.degraded.set(1);
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
-        }
+    let depth = state.journal.depth();
+    let reachable = state.store.ping().await.is_ok();
+    if !reachable || state.journal.is_degraded() {
+        state.metrics.degraded.set(1);
+        let why = if reachable {
+            "database not taking writes"
+        } else {
+            "database unreachable"
+        };
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {why}; journal depth {depth}\n"),
+        );
+    }
+    state.metrics.degraded.set(0);
+    let flows = state.flows.flows.len();
+    if depth > 0 {
+        (
+            StatusCode::OK,
+            format!("ready: {flows} flows loaded; journal draining, depth {depth}\n"),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            format!("ready: {flows} flows loaded; journal empty\n"),
+        )
     }
 }
 
@@ -257,11 +293,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_url = state.config.public_url.as_deref().unwrap_or("(from Host header)"),
         "answering calls"
     );
-    axum::serve(listener, build_router(state))
+    axum::serve(listener, build_router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
-    tracing::info!("stopped");
+    // What the journal still holds is replayed at the next start if not now.
+    let replayed = tokio::time::timeout(
+        Duration::from_secs(3),
+        state
+            .journal
+            .drain(state.db.as_ref(), state.config.write_timeout),
+    )
+    .await
+    .unwrap_or(0);
+    tracing::info!(
+        journal_replayed = replayed,
+        journal_left = state.journal.depth(),
+        "stopped"
+    );
     Ok(())
 }
 

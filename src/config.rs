@@ -8,6 +8,10 @@
 //! - `TWILIO_AUTH_TOKEN` — webhook signing key; without it the server runs in development mode.
 //! - `IVR_API_TOKEN` — bearer token of the manager API; without it the API is closed.
 //! - `IVR_FLOWS_DIR` — directory of flow files (default `ivr_flows`).
+//! - `IVR_JOURNAL_PATH` — the local journal kept while the database cannot take writes
+//!   (default: the SQLite file's path with `.journal` appended, else `ivr.journal`).
+//! - `IVR_RETENTION_DAYS` — after how many days caller numbers and recordings are removed
+//!   from the records (default: kept).
 
 use crate::hours::{self, Schedule, Span};
 use anyhow::{anyhow, bail, Context};
@@ -110,6 +114,26 @@ pub struct Config {
     pub shopping_dollars: ShoppingDollarsRule,
     /// Longest voicemail in seconds.
     pub voicemail_max_seconds: u32,
+    /// Where records go while the database cannot take them, until they are replayed.
+    pub journal_path: PathBuf,
+    /// How long a webhook waits for the database before its records go to the journal.
+    pub write_timeout: std::time::Duration,
+    /// Days after which caller numbers and recordings are removed; `None` keeps them.
+    pub retention_days: Option<u32>,
+}
+
+/// The journal beside a SQLite file, or `ivr.journal` for other databases.
+pub fn default_journal_path(database_url: &str) -> PathBuf {
+    match database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    {
+        Some(path) if !path.is_empty() && !path.starts_with(':') => {
+            let path = path.split('?').next().unwrap_or(path);
+            PathBuf::from(format!("{path}.journal"))
+        }
+        _ => PathBuf::from("ivr.journal"),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +150,9 @@ struct FileConfig {
     #[serde(default)]
     shopping_dollars: FileShoppingDollars,
     voicemail_max_seconds: Option<u32>,
+    journal_path: Option<PathBuf>,
+    write_timeout_ms: Option<u64>,
+    retention_days: Option<u32>,
     #[serde(default)]
     say: FileSay,
     #[serde(default)]
@@ -408,11 +435,26 @@ impl Config {
             }
         }
 
+        let database_url = file
+            .database_url
+            .unwrap_or_else(|| "sqlite://ivr.db".into());
+        let write_timeout_ms = file.write_timeout_ms.unwrap_or(1000);
+        if !(50..=5000).contains(&write_timeout_ms) {
+            bail!(
+                "write_timeout_ms must be between 50 and 5000 so that callers are answered in time"
+            );
+        }
+        if file.retention_days == Some(0) {
+            bail!("retention_days must be at least 1 (leave it out to keep records)");
+        }
         Ok(Self {
             listen,
-            database_url: file
-                .database_url
-                .unwrap_or_else(|| "sqlite://ivr.db".into()),
+            journal_path: file
+                .journal_path
+                .unwrap_or_else(|| default_journal_path(&database_url)),
+            database_url,
+            write_timeout: std::time::Duration::from_millis(write_timeout_ms),
+            retention_days: file.retention_days,
             public_url: file.public_url.map(|u| u.trim_end_matches('/').to_string()),
             flows_dir: file.flows_dir.unwrap_or_else(|| "ivr_flows".into()),
             twilio_auth_token: None,
@@ -454,7 +496,21 @@ impl Config {
                 .with_context(|| format!("IVR_LISTEN={v:?} is not an address like 0.0.0.0:8080"))?;
         }
         if let Some(v) = env("IVR_DATABASE_URL") {
+            if env("IVR_JOURNAL_PATH").is_none()
+                && self.journal_path == default_journal_path(&self.database_url)
+            {
+                self.journal_path = default_journal_path(&v);
+            }
             self.database_url = v;
+        }
+        if let Some(v) = env("IVR_JOURNAL_PATH") {
+            self.journal_path = v.into();
+        }
+        if let Some(v) = env("IVR_RETENTION_DAYS") {
+            let days: u32 = v.parse().ok().filter(|d| *d > 0).with_context(|| {
+                format!("IVR_RETENTION_DAYS={v:?} is not a number of days (1 or more)")
+            })?;
+            self.retention_days = Some(days);
         }
         if let Some(v) = env("IVR_PUBLIC_URL") {
             self.public_url = Some(v.trim_end_matches('/').to_string());

@@ -4,7 +4,8 @@
 //! each read their own figures.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The server's metrics.
@@ -22,8 +23,16 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Tickets opened, by category.
     pub tickets: IntCounterVec,
-    /// 1 while the database cannot be reached by readiness checks.
+    /// 1 while the database does not take writes (records go to the journal).
     pub degraded: IntGauge,
+    /// Entries in the journal waiting to be replayed.
+    pub journal_depth: IntGauge,
+    /// Entries written to the journal.
+    pub journal_appended: IntCounter,
+    /// Entries replayed from the journal into the database.
+    pub journal_replayed: IntCounter,
+    /// Call webhooks being answered right now.
+    pub in_flight: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,14 +79,31 @@ impl Metrics {
         )?;
         let degraded = IntGauge::new(
             "database_degraded",
-            "1 while the database does not answer readiness checks",
+            "1 while the database does not take writes and records go to the journal",
         )?;
+        let journal_depth = IntGauge::new(
+            "journal_depth",
+            "Records in the local journal waiting to be replayed into the database",
+        )?;
+        let journal_appended = IntCounter::new(
+            "journal_appended_total",
+            "Records written to the local journal while the database was unavailable",
+        )?;
+        let journal_replayed = IntCounter::new(
+            "journal_replayed_total",
+            "Records replayed from the local journal into the database",
+        )?;
+        let in_flight = IntGauge::new("webhooks_in_flight", "Call webhooks being answered now")?;
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(tickets.clone()))?;
         registry.register(Box::new(degraded.clone()))?;
+        registry.register(Box::new(journal_depth.clone()))?;
+        registry.register(Box::new(journal_appended.clone()))?;
+        registry.register(Box::new(journal_replayed.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
             registry,
             webhooks,
@@ -86,6 +112,10 @@ impl Metrics {
             latency,
             tickets,
             degraded,
+            journal_depth,
+            journal_appended,
+            journal_replayed,
+            in_flight,
         })
     }
 

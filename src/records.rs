@@ -1,11 +1,11 @@
 //! What a call step writes: the records the flow engine produces and storage commits.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One record produced by a step, committed in order in one transaction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     /// A node visited: what was said, what was pressed, what happened.
@@ -64,7 +64,7 @@ pub enum Record {
 }
 
 /// A node the call passed through.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Qualified node id, `flow.node`.
     pub node: String,

@@ -245,12 +245,29 @@ fn recording_of(hook: &Webhook) -> Option<(String, Option<i64>)> {
     Some((url, duration))
 }
 
+/// Counts a webhook in flight until it is answered or dropped.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 type StepFn = fn(&AppState, &CallCtx, &Webhook) -> Result<Input, EngineError>;
 
 /// Runs one call webhook on its own task, under a deadline: a panic, an error or a step
 /// that runs too long all end in the error route, recorded against the call.
 async fn guarded(state: AppState, hook: Webhook, event: &'static str, input: StepFn) -> TwiML {
     let started = std::time::Instant::now();
+    let _in_flight = InFlight::enter(&state.metrics.in_flight);
     let answer = guarded_inner(&state, hook, event, input).await;
     state
         .metrics
@@ -656,8 +673,15 @@ fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
     if !answer.contains("{ticket_number}") {
         return TwiML(answer);
     }
-    let spoken = ticket.map(|t| t.spoken()).unwrap_or_default();
-    TwiML(answer.replace("{ticket_number}", &spoken))
+    match ticket {
+        Some(t) => TwiML(answer.replace("{ticket_number}", &t.spoken())),
+        // Journalled while the database is unavailable: the number is not known yet.
+        None => TwiML(
+            answer
+                .replace("ticket {ticket_number}", "your ticket")
+                .replace("{ticket_number}", "your ticket"),
+        ),
+    }
 }
 
 /// The apology and safe route after an internal error, recorded against the call when

@@ -144,7 +144,7 @@ async fn option_7_then_1_is_a_court_summons_with_a_ticket_a_legal_notice_and_a_v
     call.leave_voicemail("https://api.twilio.com/recordings/RE71")
         .await;
     assert!(call.hung_up());
-    assert!(call.says().contains("Your ticket number is G C"));
+    assert!(call.says().contains("We have logged ticket G C"));
     let rec = call.record().await;
     assert_eq!(rec["outcome"], "voicemail");
     assert_eq!(

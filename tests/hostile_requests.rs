@@ -191,10 +191,10 @@ async fn random_hostile_requests_always_get_twiml_or_a_clear_refusal() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    println!("seed {seed}");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::from_toml("").expect("configuration");
     config.database_url = format!("sqlite://{}", dir.path().join("ivr.db").display());
+    config.journal_path = ivr::config::default_journal_path(&config.database_url);
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = None;
     let state = build_state(config, Clock::fixed(common::monday_morning()))
@@ -236,7 +236,7 @@ async fn random_hostile_requests_always_get_twiml_or_a_clear_refusal() {
         .find(|l| l.starts_with(r#"ivr_errors_total{kind="panic"}"#))
         .map(str::to_owned);
     assert_eq!(panics, None, "no panic, even a caught one");
-    println!(
-        "hostile requests: {cases} random requests -> {twiml} TwiML, {too_large} x 413, {not_found} x 404 (paths outside /voice/), 0 errors, 0 panics"
-    );
+    common::report(format!(
+        "hostile requests (seed {seed}): {cases} random requests -> {twiml} TwiML, {too_large} x 413, {not_found} x 404 (paths outside /voice/), 0 errors, 0 panics"
+    ));
 }

@@ -89,7 +89,7 @@ async fn behind_a_proxy_only_the_public_url_verifies_and_forwarded_headers_chang
         200,
         "the public URL verifies whatever the forwarded headers say"
     );
-    println!("proxy: public URL with port and prefix verified; internal, fragment and forwarded-host signatures refused");
+    report("proxy: public URL with port and prefix verified; internal, fragment and forwarded-host signatures refused");
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn without_a_public_url_forwarded_headers_are_ignored_too() {
         .status();
     assert_eq!(status, 403);
     assert_eq!(rows_everywhere(&app).await, 0);
-    println!("host header: forwarded headers ignored");
+    report("host header: forwarded headers ignored");
 }
 
 #[tokio::test]
@@ -151,7 +151,9 @@ async fn a_thousand_forged_missing_or_altered_signatures_are_refused_and_write_n
     assert_eq!(rows, 0);
     let answer = app.post_raw(&socket, &good, Some(&good_sig)).await;
     assert_eq!(answer.status, 200, "the genuine request still passes");
-    println!("signatures: 1000 forged, missing or altered -> {refused} x 403, {rows} rows written");
+    report(format!(
+        "signatures: 1000 forged, missing or altered -> {refused} x 403, {rows} rows written"
+    ));
 }
 
 /// A court summons on the store line: a step that writes a ticket, a notification and steps.
@@ -226,7 +228,7 @@ async fn six_retries_concurrent_and_sequential_write_once_and_answer_the_same() 
             distinct.len()
         ));
     }
-    println!("retries: {}", results.join("; "));
+    report(format!("retries: {}", results.join("; ")));
 }
 
 fn permutations(items: &[&'static str]) -> Vec<Vec<&'static str>> {
@@ -281,31 +283,9 @@ async fn status_callbacks_in_all_24_orders_end_completed_with_the_duration() {
         assert_eq!(rec["ended_at"], "2026-11-23T16:13:00Z", "order {order:?}");
         ok += 1;
     }
-    println!("status callbacks: {ok} of 24 orderings ended completed with duration 95 s");
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    let res = app
-        .http
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(res.status(), 200);
-    assert!(res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .starts_with("text/plain; version=0.0.4"));
-    res.text().await.expect("body")
-}
-
-/// The value of one sample line, e.g. `ivr_errors_total{kind="database"}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l[series.len()..].trim().parse().ok())
+    report(format!(
+        "status callbacks: {ok} of 24 orderings ended completed with duration 95 s"
+    ));
 }
 
 #[tokio::test]
@@ -354,10 +334,10 @@ async fn metrics_count_webhooks_nodes_errors_tickets_and_latency() {
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
-    println!(
+    report(format!(
         "metrics: {} series exposed, counts match the calls made",
         text.lines().filter(|l| !l.starts_with('#')).count()
-    );
+    ));
 }
 
 #[tokio::test]
@@ -396,5 +376,5 @@ async fn a_database_error_inside_a_step_still_routes_the_caller_and_is_counted_o
         ),
         Some(1.0)
     );
-    println!("database error: caller routed to Guest Care OOM with 200 TwiML; counted 1 time");
+    report("database error: caller routed to Guest Care OOM with 200 TwiML; counted 1 time");
 }

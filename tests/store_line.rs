@@ -256,7 +256,7 @@ async fn a_court_summons_logs_a_follow_up_notifies_legal_and_takes_a_voicemail()
         .collect();
     assert!(
         call.says()
-            .contains(&format!("Your ticket number is G C{digits}.")),
+            .contains(&format!("We have logged ticket G C{digits} for you.")),
         "{}",
         call.says()
     );

@@ -1033,6 +1033,16 @@ impl NodeCtx<'_, '_> {
                     "`{field}` uses unknown placeholder {{{name}}}; known: {}",
                     allowed.join(", ")
                 ));
+            } else if name == "ticket_number"
+                && !matches!(field, "subject" | "body")
+                && !rest[..open].ends_with("ticket ")
+            {
+                // While the database is unavailable the number is not known yet, and the
+                // caller hears "your ticket" in place of "ticket {ticket_number}".
+                self.err(format!(
+                    "`{field}` must say \"ticket {{ticket_number}}\" so that it still reads well \
+                     as \"your ticket\" while the number is not known"
+                ));
             }
             rest = &after[close + 1..];
         }

@@ -1,7 +1,9 @@
 //! Storage: one interface, one implementation per backend, migrations per backend.
 
+mod journal;
 mod sqlite;
 
+pub use journal::{spawn_replayer, Entry, Journal, Journaled};
 pub use sqlite::SqliteStore;
 
 use crate::domain::TicketNumber;
@@ -9,7 +11,7 @@ use crate::hours::OverrideState;
 use crate::records::{ExistingTicket, Record};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A storage failure.
@@ -24,13 +26,54 @@ pub enum StoreError {
     /// The URL names a backend this build does not have.
     #[error("{0}")]
     Unsupported(String),
+    /// The database did not answer in time.
+    #[error("the database did not answer in time ({0})")]
+    TimedOut(&'static str),
+    /// The journal could not be written or read.
+    #[error("journal: {0}")]
+    Journal(std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the database is unavailable (locked, read-only, full, unreachable, too slow)
+    /// rather than refusing this particular write: such writes go to the journal.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::TimedOut(_) => true,
+            StoreError::Db(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(d) => {
+                    let code = d.code().unwrap_or_default();
+                    match code.parse::<u32>() {
+                        // SQLite primary codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+                        Ok(n) => matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14),
+                        // PostgreSQL: connection exceptions, insufficient resources, operator
+                        // intervention, read-only transaction.
+                        Err(_) => {
+                            code.starts_with("08")
+                                || code.starts_with("53")
+                                || code.starts_with("57P")
+                                || code == "25006"
+                        }
+                    }
+                }
+                _ => false,
+            },
+            StoreError::Migrate(_) | StoreError::Unsupported(_) | StoreError::Journal(_) => false,
+        }
+    }
 }
 
 /// Result of a storage call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What identifies a call and where it came in; written with its first record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallInfo {
     /// Call id.
     pub call_sid: String,

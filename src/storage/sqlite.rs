@@ -9,27 +9,38 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// SQLite storage.
+/// SQLite storage: one writer connection (SQLite takes one writer at a time; queueing in
+/// the pool is fairer and faster than connections spinning on the file lock) and a pool of
+/// read-only connections, which WAL mode never blocks, so that readers carry on while a
+/// write is stuck.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: SqlitePool,
+    reader: SqlitePool,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file named by a `sqlite://` URL.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+        let base = SqliteConnectOptions::from_str(url)?
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(2));
-        let pool = SqlitePoolOptions::new()
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal),
+            )
+            .await?;
+        let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_with(options)
+            .connect_with(base.read_only(true))
             .await?;
-        Ok(Self { pool })
+        Ok(Self { writer, reader })
     }
 }
 
@@ -116,20 +127,20 @@ fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> String {
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
         let value: Option<Option<String>> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'hours_override'")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(value.flatten().as_deref().and_then(OverrideState::parse))
     }
@@ -145,7 +156,7 @@ impl Store for SqliteStore {
         )
         .bind(state.map(OverrideState::as_str))
         .bind(to_millis(at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -154,7 +165,7 @@ impl Store for SqliteStore {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM tickets WHERE call_sid = ? LIMIT 1")
                 .bind(call_sid)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(found.is_some())
     }
@@ -171,7 +182,7 @@ impl Store for SqliteStore {
         )
         .bind(external_ref)
         .bind(category)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|r| {
             Ok(ExistingTicket {
@@ -190,7 +201,7 @@ impl Store for SqliteStore {
         let at = to_millis(batch.at);
         let sid = batch.call.call_sid.as_str();
         let key = batch.request_key;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         ensure_call(&mut tx, batch.call, at, "in-progress").await?;
         let fresh = sqlx::query(
             "INSERT INTO webhooks (call_sid, request_key, at, answer) VALUES (?, ?, ?, ?) \
@@ -396,7 +407,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(call_sid = %update.call.call_sid, status = update.status))]
     async fn record_status(&self, update: &StatusUpdate<'_>) -> StoreResult<()> {
         let at = to_millis(update.at);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         ensure_call(&mut tx, update.call, at, update.status).await?;
         let row = sqlx::query("SELECT status, status_seq FROM calls WHERE call_sid = ?")
             .bind(&update.call.call_sid)
@@ -480,7 +491,7 @@ impl Store for SqliteStore {
         }
         b.push(" ORDER BY started_at DESC, call_sid DESC LIMIT ")
             .push_bind(i64::from(q.limit));
-        let rows = b.build().fetch_all(&self.pool).await?;
+        let rows = b.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(call_view).collect::<Result<_, _>>()?)
     }
 
@@ -489,7 +500,7 @@ impl Store for SqliteStore {
             "SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = ?"
         ))
         .bind(call_sid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?
         else {
             return Ok(None);
@@ -499,7 +510,7 @@ impl Store for SqliteStore {
             "SELECT at, node, kind, said, digits, result, data FROM steps WHERE call_sid = ? ORDER BY id",
         )
         .bind(call_sid)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?
         .iter()
         .map(|r| {
@@ -528,7 +539,7 @@ impl Store for SqliteStore {
         ))
         .bind(call_sid)
         .bind(call_sid)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?
         .iter()
         .map(|r| {
@@ -541,7 +552,7 @@ impl Store for SqliteStore {
             "SELECT contact, address, subject, body, status, ticket_id FROM notifications WHERE call_sid = ? ORDER BY id",
         )
         .bind(call_sid)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?
         .iter()
         .map(|r| {
@@ -587,7 +598,7 @@ impl Store for SqliteStore {
         }
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit));
-        let rows = b.build().fetch_all(&self.pool).await?;
+        let rows = b.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(ticket_view).collect::<Result<_, _>>()?)
     }
 }

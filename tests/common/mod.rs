@@ -166,6 +166,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     let mut config = Config::from_toml(&opts.toml).expect("test configuration");
     config.database_url = format!("sqlite://{}", db_path.display());
+    config.journal_path = ivr::config::default_journal_path(&config.database_url);
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
     config.api_token = opts.api_token.map(Secret::new);
@@ -564,5 +565,105 @@ impl Call<'_> {
             .iter()
             .map(|t| t["category"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+}
+
+/// Prints a test's figure where `cargo test` shows it even for a passing test: straight to
+/// the process's stderr, which the test harness does not capture.
+pub fn report(line: impl std::fmt::Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "    figure: {line}");
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(app: &TestApp) -> String {
+    let res = app
+        .http
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), 200);
+    res.text().await.expect("metrics text")
+}
+
+/// One sample's value in Prometheus text, by its full series name.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `GET /readyz`: status and body.
+pub async fn readyz(http: &reqwest::Client, base: &str) -> (u16, String) {
+    match http.get(format!("{base}/readyz")).send().await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Takes SQLite's write lock on the file, as another process would: the server's writes
+/// wait, then fail, until the lock is dropped with [`unlock_database`].
+pub async fn lock_database(db_path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db_path)
+        .connect()
+        .await
+        .expect("open the database to lock it");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .expect("take the write lock");
+    let _ = conn.ping().await;
+    conn
+}
+
+/// Releases the lock taken by [`lock_database`].
+pub async fn unlock_database(mut conn: sqlx::SqliteConnection) {
+    use sqlx::Connection;
+    sqlx::query("ROLLBACK")
+        .execute(&mut conn)
+        .await
+        .expect("release the write lock");
+    let _ = conn.close().await;
+}
+
+/// Counts rows straight from the SQLite file.
+pub async fn count_rows(db_path: &std::path::Path, sql: &str) -> i64 {
+    use sqlx::{ConnectOptions, Connection};
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db_path)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("open the test database");
+    let n: i64 = sqlx::query_scalar(sql)
+        .fetch_one(&mut db)
+        .await
+        .expect("count rows");
+    let _ = db.close().await;
+    n
+}
+
+impl Call<'_> {
+    /// The platform's final status callback for this call.
+    pub async fn completes(&self, duration: u32) {
+        let url = self.app.url("/voice/status");
+        let d = duration.to_string();
+        let answer = self
+            .app
+            .post_signed(
+                &url,
+                &self.params(&[
+                    ("CallStatus", "completed"),
+                    ("CallDuration", d.as_str()),
+                    ("SequenceNumber", "3"),
+                ]),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
     }
 }
