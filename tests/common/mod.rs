@@ -2,6 +2,8 @@
 //! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
 #![allow(dead_code)]
 
+pub mod process;
+
 /// Default targets, as `Call::dialled` reports them.
 pub const OOM: (&str, &str) = ("sip:350152@pbx.example.com", "");
 pub const AFTER_SALES: (&str, &str) = ("sip:2005@pbx.example.com", "");
@@ -141,7 +143,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Clock,
     pub db_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -183,7 +185,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         http: reqwest::Client::new(),
         clock,
         db_path,
-        _dir: dir,
+        _dir: Some(dir),
     }
 }
 
@@ -305,6 +307,37 @@ impl TestApp {
         let sig = twilio_signature(AUTH_TOKEN, public_url, params);
         self.post_raw(&self.socket_url(public_url), params, Some(&sig))
             .await
+    }
+
+    /// POSTs a signed webhook; a connection error is returned, not a failed test (for
+    /// servers that are killed under load).
+    pub async fn try_post_signed(
+        &self,
+        public_url: &str,
+        params: &[(String, String)],
+    ) -> Result<Answer, reqwest::Error> {
+        let sig = twilio_signature(AUTH_TOKEN, public_url, params);
+        let res = self
+            .http
+            .post(self.socket_url(public_url))
+            .form(params)
+            .header("X-Twilio-Signature", sig)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = res.text().await?;
+        Ok(Answer {
+            status,
+            content_type,
+            content_length: None,
+            body,
+        })
     }
 
     /// POSTs a form with an arbitrary signature header (or none).

@@ -1,0 +1,158 @@
+//! The real `ivr` binary as a child process, for what only a process can show: `kill -9`,
+//! SIGTERM, start-up on an existing database and journal. Its logs go to a file.
+
+use super::*;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// A running `ivr serve`.
+pub struct Server {
+    child: Child,
+    /// The HTTP client and helpers, pointed at the server.
+    pub app: std::sync::Arc<TestApp>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    /// Starts the server on `dir/ivr.db` (created or reused) and waits for `/healthz`.
+    /// `toml` is the rest of its configuration.
+    pub async fn start(dir: &Path, toml: &str, name: &str) -> Server {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let db_path = dir.join("ivr.db");
+        let config = dir.join("ivr.toml");
+        std::fs::write(
+            &config,
+            format!("[lines.stores]\n\"{STORE}\" = \"Polo Park\"\n{toml}"),
+        )
+        .expect("write the configuration");
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IVR_CONFIG", &config)
+            .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "IVR_DATABASE_URL",
+                format!("sqlite://{}", db_path.display()),
+            )
+            .env(
+                "IVR_FLOWS_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
+            )
+            .env("IVR_PUBLIC_URL", &addr)
+            .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+            .env("IVR_API_TOKEN", API_TOKEN)
+            .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start the ivr binary");
+        let app = std::sync::Arc::new(TestApp {
+            addr: addr.clone(),
+            public: addr,
+            http: reqwest::Client::new(),
+            clock: Clock::system(),
+            db_path,
+            _dir: None,
+        });
+        let mut server = Server { child, app, log };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(res) = self
+                .app
+                .http
+                .get(format!("{}/healthz", self.app.addr))
+                .send()
+                .await
+            {
+                if res.status() == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the server exited at start-up ({status}):\n{}", self.logs());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the server did not start:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/readyz` says the journal is empty.
+    pub async fn wait_ready(&self) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (status, body) = readyz(&self.app.http, &self.app.addr).await;
+            if status == 200 && body.contains("journal empty") {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "not ready: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// Everything the server logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
