@@ -293,6 +293,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_url = state.config.public_url.as_deref().unwrap_or("(from Host header)"),
         "answering calls"
     );
+    crate::retention::spawn(state.clone());
     axum::serve(listener, build_router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await

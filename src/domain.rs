@@ -7,17 +7,19 @@ use std::fmt;
 pub struct CallSid(String);
 
 impl CallSid {
-    /// Accepts 1 to 64 ASCII letters, digits, `-` or `_`.
+    /// Accepts 1 to 64 ASCII letters, digits, `-` or `_`, with at least one letter: call
+    /// ids are logged, and a bare number could be someone's phone number.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && raw.bytes().any(|b| b.is_ascii_alphabetic());
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("CallSid must be 1 to 64 letters, digits, '-' or '_'".into())
+            Err("CallSid must be 1 to 64 letters, digits, '-' or '_', with a letter".into())
         }
     }
 
@@ -25,6 +27,80 @@ impl CallSid {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Text from outside (an error naming a URL or a node) made fit for the logs: every run of
+/// seven or more digits, which could be a phone number, keeps only its last two.
+pub fn redact_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 7 {
+            out.extend(std::iter::repeat_n('*', run.len() - 2));
+            out.push_str(&run[run.len() - 2..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// Stored text made to forget its caller: web addresses (recordings) are removed, and every
+/// number of seven or more digits, written (`2045551234`) or spoken (`2 0 4 5 5 5 1 2 3 4`),
+/// keeps only its last two.
+pub fn forget_text(text: &str) -> String {
+    let mut text = text.to_string();
+    while let Some(start) = text.find("https://").or_else(|| text.find("http://")) {
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .map_or(text.len(), |n| start + n);
+        text.replace_range(start..end, "[removed]");
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // A group: digits, possibly separated by single spaces or commas.
+        let mut j = i;
+        while j < chars.len()
+            && (chars[j].is_ascii_digit()
+                || (matches!(chars[j], ' ' | ',')
+                    && chars.get(j + 1).is_some_and(char::is_ascii_digit)))
+        {
+            j += 1;
+        }
+        let digits = chars[i..j].iter().filter(|c| c.is_ascii_digit()).count();
+        let mut seen = 0;
+        for &c in &chars[i..j] {
+            if c.is_ascii_digit() {
+                seen += 1;
+                out.push(if digits >= 7 && seen <= digits - 2 {
+                    '*'
+                } else {
+                    c
+                });
+            } else {
+                out.push(c);
+            }
+        }
+        i = j;
+    }
+    out
 }
 
 impl fmt::Display for CallSid {
@@ -211,6 +287,27 @@ mod tests {
     fn digits_accept_only_keypad_keys() {
         assert_eq!(Digits::parse(" 12*# ").map(|d| d.0), Ok("12*#".into()));
         assert!(Digits::parse("1a").is_err());
+    }
+
+    #[test]
+    fn numbers_in_outside_text_are_redacted_for_the_logs() {
+        assert_eq!(
+            redact_numbers("unknown node `+12045551234` at 4294967296, attempt 12"),
+            "unknown node `+*********34` at ********96, attempt 12"
+        );
+        assert!(
+            CallSid::parse("4294967296").is_err(),
+            "a bare number is not a call id"
+        );
+        assert!(CallSid::parse("CA4294967296").is_ok());
+    }
+
+    #[test]
+    fn forgotten_text_keeps_no_number_or_recording() {
+        assert_eq!(
+            forget_text("Callback: +12045551234, said 2 0 4 5 5 5 1 2 3 4. Recording: https://api.twilio.com/RE1 ticket GC-000012, 30 days"),
+            "Callback: +*********34, said * * * * * * * * 3 4. Recording: [removed] ticket GC-000012, 30 days"
+        );
     }
 
     #[test]

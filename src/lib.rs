@@ -11,6 +11,7 @@ pub mod flow;
 pub mod hours;
 pub mod metrics;
 pub mod records;
+pub mod retention;
 pub mod signature;
 pub mod storage;
 pub mod twiml;

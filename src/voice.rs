@@ -442,7 +442,7 @@ pub async fn queue_wait(State(state): State<AppState>, hook: Webhook) -> TwiML {
     match step {
         Ok(step) => TwiML(twiml::render(&step.actions, &state.style)),
         Err(e) => {
-            tracing::warn!(error = %e, "queue wait: bad node");
+            tracing::warn!(error = %crate::domain::redact_numbers(&e.to_string()), "queue wait: bad node");
             TwiML(twiml::render(&[Action::Pause(20)], &state.style))
         }
     }
@@ -453,9 +453,16 @@ pub async fn fallback(State(state): State<AppState>, hook: Webhook) -> TwiML {
     let ctx = call_ctx(&state, &hook, "fallback");
     let code = hook.param("ErrorCode").unwrap_or("unknown");
     let url = hook.param("ErrorUrl").unwrap_or("");
+    // The path only: the query carries call variables such as a callback number.
+    let path = url.split('?').next().unwrap_or_default();
+    let code: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
     let message = format!(
         "platform fallback: error {code} at {}",
-        url.chars().take(200).collect::<String>()
+        path.chars().take(200).collect::<String>()
     );
     let over = read_override(&state).await;
     error_route(&state, &ctx, Fault::PlatformFallback, &message, over).await
@@ -486,9 +493,15 @@ pub async fn status(State(state): State<AppState>, hook: Webhook) -> TwiML {
         .param("CallStatus")
         .unwrap_or("unknown")
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .filter(|c| c.is_ascii_lowercase() || *c == '-')
         .take(32)
         .collect();
+    // Statuses are words (`in-progress`); anything else is not one.
+    let status = if status.is_empty() {
+        "unknown".to_string()
+    } else {
+        status
+    };
     let update = StatusUpdate {
         call: &ctx.info,
         status: &status,
@@ -694,7 +707,8 @@ async fn error_route(
     error: &str,
     over: Option<crate::hours::OverrideState>,
 ) -> TwiML {
-    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, fault = fault.label(), error, "call step failed: safe route");
+    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, fault = fault.label(),
+        error = %crate::domain::redact_numbers(error), "call step failed: safe route");
     state
         .metrics
         .errors

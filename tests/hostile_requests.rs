@@ -197,6 +197,7 @@ async fn random_hostile_requests_always_get_twiml_or_a_clear_refusal() {
     config.journal_path = ivr::config::default_journal_path(&config.database_url);
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = None;
+    common::privacy::capture_logs();
     let state = build_state(config, Clock::fixed(common::monday_morning()))
         .await
         .expect("state");
@@ -236,6 +237,7 @@ async fn random_hostile_requests_always_get_twiml_or_a_clear_refusal() {
         .find(|l| l.starts_with(r#"ivr_errors_total{kind="panic"}"#))
         .map(str::to_owned);
     assert_eq!(panics, None, "no panic, even a caught one");
+    common::privacy::assert_logs_private();
     common::report(format!(
         "hostile requests (seed {seed}): {cases} random requests -> {twiml} TwiML, {too_large} x 413, {not_found} x 404 (paths outside /voice/), 0 errors, 0 panics"
     ));

@@ -378,3 +378,133 @@ async fn a_database_error_inside_a_step_still_routes_the_caller_and_is_counted_o
     );
     report("database error: caller routed to Guest Care OOM with 200 TwiML; counted 1 time");
 }
+
+/// The real store, except that a step of a call whose id says PANIC panics mid-commit.
+struct PanicOnStep(std::sync::Arc<dyn ivr::storage::Store>);
+
+#[async_trait::async_trait]
+impl ivr::storage::Store for PanicOnStep {
+    async fn migrate(&self) -> ivr::storage::StoreResult<()> {
+        self.0.migrate().await
+    }
+    async fn ping(&self) -> ivr::storage::StoreResult<()> {
+        self.0.ping().await
+    }
+    async fn hours_override(&self) -> ivr::storage::StoreResult<Option<ivr::hours::OverrideState>> {
+        self.0.hours_override().await
+    }
+    async fn set_hours_override(
+        &self,
+        state: Option<ivr::hours::OverrideState>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> ivr::storage::StoreResult<()> {
+        self.0.set_hours_override(state, at).await
+    }
+    async fn call_has_ticket(&self, call_sid: &str) -> ivr::storage::StoreResult<bool> {
+        self.0.call_has_ticket(call_sid).await
+    }
+    async fn find_external_ticket(
+        &self,
+        category: &str,
+        external_ref: &str,
+    ) -> ivr::storage::StoreResult<Option<ivr::records::ExistingTicket>> {
+        self.0.find_external_ticket(category, external_ref).await
+    }
+    async fn commit_step(
+        &self,
+        batch: &ivr::storage::StepBatch<'_>,
+    ) -> ivr::storage::StoreResult<ivr::storage::Committed> {
+        if batch.call.call_sid.contains("PANIC") && !batch.request_key.ends_with(":error") {
+            panic!("injected panic inside the step handler");
+        }
+        self.0.commit_step(batch).await
+    }
+    async fn record_status(
+        &self,
+        update: &ivr::storage::StatusUpdate<'_>,
+    ) -> ivr::storage::StoreResult<()> {
+        self.0.record_status(update).await
+    }
+    async fn list_calls(
+        &self,
+        q: &ivr::storage::CallQuery,
+    ) -> ivr::storage::StoreResult<Vec<ivr::storage::CallView>> {
+        self.0.list_calls(q).await
+    }
+    async fn get_call(
+        &self,
+        call_sid: &str,
+    ) -> ivr::storage::StoreResult<Option<ivr::storage::CallDetail>> {
+        self.0.get_call(call_sid).await
+    }
+    async fn list_tickets(
+        &self,
+        q: &ivr::storage::TicketQuery,
+    ) -> ivr::storage::StoreResult<Vec<ivr::storage::TicketView>> {
+        self.0.list_tickets(q).await
+    }
+    async fn forget_callers_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> ivr::storage::StoreResult<ivr::storage::Forgotten> {
+        self.0.forget_callers_before(cutoff, at).await
+    }
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_step_still_routes_the_caller_and_is_counted_and_logged_once() {
+    let app = spawn_app().await;
+    // The same server, its store swapped for one that panics on the PANIC call's steps.
+    let state = app.state.clone().expect("in-process server");
+    let inner = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut config = state.config.clone();
+    config.public_url = Some(addr.clone());
+    let style = ivr::twiml::Style {
+        base_url: Some(addr.clone()),
+        ..state.style.clone()
+    };
+    let panicking = ivr::app::AppState(std::sync::Arc::new(ivr::app::App {
+        config,
+        flows: state.flows.clone(),
+        store: std::sync::Arc::new(PanicOnStep(inner)),
+        db: state.db.clone(),
+        journal: state.journal.clone(),
+        metrics: ivr::metrics::Metrics::new().expect("metrics"),
+        clock: state.clock.clone(),
+        style,
+        last_resort: state.last_resort.clone(),
+    }));
+    let served = panicking.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ivr::app::build_router(served)).await;
+    });
+    let url = format!("{addr}/voice/incoming");
+    let sid = "CAPANIC000000000000000000000000001";
+    let answer = app.post_signed(&url, &incoming(sid)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let twiml = parse_twiml(&answer.body);
+    assert!(answer.body.contains("technical problem"), "{}", answer.body);
+    assert!(
+        twiml.first("Dial").is_some(),
+        "the safe route: {}",
+        answer.body
+    );
+    let text = panicking.metrics.render();
+    assert_eq!(
+        sample(&text, r#"ivr_errors_total{kind="panic"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    let rec = app.api(&format!("/api/calls/{sid}")).await;
+    assert_eq!(rec["error_count"], 1, "recorded against the call once");
+    assert_eq!(rec["steps"][0]["kind"], "error");
+    let logged = common::privacy::logged_lines(&[sid, "ERROR"]);
+    assert_eq!(logged.len(), 1, "logged once: {logged:#?}");
+    assert!(logged[0].contains("fault=\"panic\""), "{}", logged[0]);
+    report("panic inside a step: 200 TwiML with the apology and the transfer to Guest Care OOM; counted, logged and recorded once");
+}

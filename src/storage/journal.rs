@@ -609,6 +609,14 @@ impl Store for Journaled {
     async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>> {
         self.db.list_tickets(q).await
     }
+
+    async fn forget_callers_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Forgotten> {
+        self.db.forget_callers_before(cutoff, at).await
+    }
 }
 
 #[cfg(test)]

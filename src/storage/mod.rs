@@ -327,6 +327,22 @@ pub trait Store: Send + Sync + 'static {
     async fn get_call(&self, call_sid: &str) -> StoreResult<Option<CallDetail>>;
     /// One page of tickets, newest first.
     async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>>;
+    /// Retention: calls started before `cutoff` forget their caller — numbers masked in the
+    /// call, its tickets, steps and e-mails, recordings removed, stored answers deleted.
+    async fn forget_callers_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Forgotten>;
+}
+
+/// What a retention sweep changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    /// Calls whose caller number was masked.
+    pub calls: u64,
+    /// Recordings removed (from calls and tickets).
+    pub recordings: u64,
 }
 
 /// Opens the backend named by the URL's scheme.

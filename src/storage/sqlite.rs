@@ -114,6 +114,20 @@ async fn ensure_call(
     Ok(())
 }
 
+/// A step's JSON data with every value made to forget its caller.
+fn forget_data(json: &str) -> String {
+    match serde_json::from_str::<std::collections::BTreeMap<String, String>>(json) {
+        Ok(map) => {
+            let map: std::collections::BTreeMap<String, String> = map
+                .into_iter()
+                .map(|(k, v)| (k, crate::domain::forget_text(&v)))
+                .collect();
+            serde_json::to_string(&map).unwrap_or_default()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> String {
     match ticket {
         Some(t) if text.contains("{ticket_number}") => {
@@ -600,5 +614,101 @@ impl Store for SqliteStore {
             .push_bind(i64::from(q.limit));
         let rows = b.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(ticket_view).collect::<Result<_, _>>()?)
+    }
+
+    async fn forget_callers_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Forgotten> {
+        use crate::domain::{forget_text, mask_phone};
+        let mut done = Forgotten::default();
+        loop {
+            // In batches, each its own transaction, so that webhooks are not held up.
+            let mut tx = self.writer.begin().await?;
+            let calls = sqlx::query(
+                "SELECT call_sid, from_number, recording_url, last_error FROM calls \
+                 WHERE started_at < ? AND anonymised_at IS NULL LIMIT 200",
+            )
+            .bind(to_millis(cutoff))
+            .fetch_all(&mut *tx)
+            .await?;
+            if calls.is_empty() {
+                return Ok(done);
+            }
+            for call in &calls {
+                let sid: String = call.try_get("call_sid")?;
+                let masked = mask_phone(&call.try_get::<String, _>("from_number")?);
+                if call
+                    .try_get::<Option<String>, _>("recording_url")?
+                    .is_some()
+                {
+                    done.recordings += 1;
+                }
+                let last_error = call
+                    .try_get::<Option<String>, _>("last_error")?
+                    .map(|e| forget_text(&e));
+                sqlx::query(
+                    "UPDATE calls SET from_number = ?, recording_url = NULL, last_error = ?, \
+                     anonymised_at = ? WHERE call_sid = ?",
+                )
+                .bind(&masked)
+                .bind(last_error)
+                .bind(to_millis(at))
+                .bind(&sid)
+                .execute(&mut *tx)
+                .await?;
+                done.recordings += sqlx::query(
+                    "UPDATE tickets SET recording_url = NULL WHERE call_sid = ? AND recording_url IS NOT NULL",
+                )
+                .bind(&sid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("UPDATE tickets SET caller_number = ? WHERE call_sid = ?")
+                    .bind(&masked)
+                    .bind(&sid)
+                    .execute(&mut *tx)
+                    .await?;
+                let steps =
+                    sqlx::query("SELECT id, said, digits, data FROM steps WHERE call_sid = ?")
+                        .bind(&sid)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for step in &steps {
+                    let digits: Option<String> = step.try_get("digits")?;
+                    sqlx::query("UPDATE steps SET said = ?, digits = ?, data = ? WHERE id = ?")
+                        .bind(forget_text(&step.try_get::<String, _>("said")?))
+                        .bind(digits.filter(|d| d.len() < 7))
+                        .bind(
+                            step.try_get::<Option<String>, _>("data")?
+                                .map(|d| forget_data(&d)),
+                        )
+                        .bind(step.try_get::<i64, _>("id")?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let notes =
+                    sqlx::query("SELECT id, subject, body FROM notifications WHERE call_sid = ?")
+                        .bind(&sid)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for note in &notes {
+                    sqlx::query("UPDATE notifications SET subject = ?, body = ? WHERE id = ?")
+                        .bind(forget_text(&note.try_get::<String, _>("subject")?))
+                        .bind(forget_text(&note.try_get::<String, _>("body")?))
+                        .bind(note.try_get::<i64, _>("id")?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // Stored answers replay retries, long over; they hold read-backs and call variables.
+                sqlx::query("DELETE FROM webhooks WHERE call_sid = ?")
+                    .bind(&sid)
+                    .execute(&mut *tx)
+                    .await?;
+                done.calls += 1;
+            }
+            tx.commit().await?;
+        }
     }
 }

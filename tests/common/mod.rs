@@ -2,6 +2,7 @@
 //! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
 #![allow(dead_code)]
 
+pub mod privacy;
 pub mod process;
 
 /// Default targets, as `Call::dialled` reports them.
@@ -110,7 +111,9 @@ pub fn twilio_signature(token: &str, url: &str, params: &[(String, String)]) -> 
         !out.trim().is_empty(),
         "the Twilio signer printed nothing (is `twilio` installed?)"
     );
-    out.trim().to_string()
+    let sig = out.trim().to_string();
+    privacy::remember_signature(&sig);
+    sig
 }
 
 pub struct Options {
@@ -135,6 +138,14 @@ impl Default for Options {
     }
 }
 
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self._dir.is_some() {
+            privacy::assert_logs_private();
+        }
+    }
+}
+
 pub struct TestApp {
     /// Base URL the server is reached at over the socket.
     pub addr: String,
@@ -143,6 +154,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Clock,
     pub db_path: std::path::PathBuf,
+    /// The in-process server's state (none for a child process).
+    pub state: Option<ivr::app::AppState>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -160,6 +173,7 @@ pub async fn spawn_at(now: DateTime<Utc>) -> TestApp {
 }
 
 pub async fn spawn_with(opts: Options) -> TestApp {
+    privacy::capture_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("ivr.db");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -176,8 +190,9 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     config.public_url = (!opts.host_header_only).then(|| public.clone());
     let clock = Clock::fixed(opts.now);
     let state = build_state(config, clock.clone()).await.expect("app state");
+    let served = state.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, build_router(state)).await;
+        let _ = axum::serve(listener, build_router(served)).await;
     });
     TestApp {
         addr,
@@ -185,6 +200,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         http: reqwest::Client::new(),
         clock,
         db_path,
+        state: Some(state),
         _dir: Some(dir),
     }
 }

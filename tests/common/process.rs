@@ -66,6 +66,7 @@ impl Server {
             http: reqwest::Client::new(),
             clock: Clock::system(),
             db_path,
+            state: None,
             _dir: None,
         });
         let mut server = Server { child, app, log };
@@ -154,5 +155,7 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        super::privacy::scan(&self.logs());
+        super::privacy::assert_logs_private();
     }
 }
