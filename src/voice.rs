@@ -46,6 +46,22 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// A webhook from its form body and query string, parsed as the edge parses them
+    /// (after the signature check); for tools such as the fuzz target.
+    pub fn from_raw(body: &[u8], query: &str) -> Self {
+        Self {
+            params: form_urlencoded::parse(body).into_owned().collect(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        }
+    }
+
+    /// Call variables carried in the webhook's URL.
+    pub fn vars(&self) -> Vars {
+        vars_of(self)
+    }
+
     /// The first value of a POST parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -327,7 +343,8 @@ fn node_of(hook: &Webhook) -> Result<NodeRef, EngineError> {
         .ok_or_else(|| EngineError::UnknownNode(raw.chars().take(80).collect()))
 }
 
-fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError> {
+/// The flow input of a menu's answer (`silence`: the redirect after no input).
+pub fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError> {
     let digits = if silence {
         None
     } else {
