@@ -220,7 +220,6 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     let depth = state.journal.depth();
     let reachable = state.store.ping().await.is_ok();
     if !reachable || state.journal.is_degraded() {
-        state.metrics.degraded.set(1);
         let why = if reachable {
             "database not taking writes"
         } else {
@@ -231,7 +230,6 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
             format!("degraded: {why}; journal depth {depth}\n"),
         );
     }
-    state.metrics.degraded.set(0);
     let flows = state.flows.flows.len();
     if depth > 0 {
         (

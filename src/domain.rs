@@ -32,27 +32,7 @@ impl CallSid {
 /// Text from outside (an error naming a URL or a node) made fit for the logs: every run of
 /// seven or more digits, which could be a phone number, keeps only its last two.
 pub fn redact_numbers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 7 {
-            out.extend(std::iter::repeat_n('*', run.len() - 2));
-            out.push_str(&run[run.len() - 2..]);
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
+    mask_numbers(text, false)
 }
 
 /// Stored text made to forget its caller: web addresses (recordings) are removed, and every
@@ -66,6 +46,12 @@ pub fn forget_text(text: &str) -> String {
             .map_or(text.len(), |n| start + n);
         text.replace_range(start..end, "[removed]");
     }
+    mask_numbers(&text, true)
+}
+
+/// Masks all but the last two digits of every number of seven or more digits; `spoken`
+/// also takes digits separated by single spaces or commas as one number.
+fn mask_numbers(text: &str, spoken: bool) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -75,11 +61,11 @@ pub fn forget_text(text: &str) -> String {
             i += 1;
             continue;
         }
-        // A group: digits, possibly separated by single spaces or commas.
         let mut j = i;
         while j < chars.len()
             && (chars[j].is_ascii_digit()
-                || (matches!(chars[j], ' ' | ',')
+                || (spoken
+                    && matches!(chars[j], ' ' | ',')
                     && chars.get(j + 1).is_some_and(char::is_ascii_digit)))
         {
             j += 1;

@@ -12,12 +12,6 @@ use std::str::FromStr;
 
 /// Rows in every table the server writes, read straight from the SQLite file.
 async fn rows_everywhere(app: &TestApp) -> i64 {
-    let mut db = SqliteConnectOptions::from_str(&format!("sqlite://{}", app.db_path.display()))
-        .expect("sqlite url")
-        .read_only(true)
-        .connect()
-        .await
-        .expect("open the test database");
     let mut total = 0;
     for table in [
         "calls",
@@ -27,13 +21,8 @@ async fn rows_everywhere(app: &TestApp) -> i64 {
         "webhooks",
         "call_tickets",
     ] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&mut db)
-            .await
-            .expect("count rows");
-        total += n;
+        total += count_rows(&app.db_path, &format!("SELECT count(*) FROM {table}")).await;
     }
-    let _ = db.close().await;
     total
 }
 
