@@ -204,14 +204,39 @@ pub fn build_router(state: AppState) -> Router {
             Arc::new(state.last_resort.clone()),
             state.metrics.clone(),
         )));
-    Router::new()
-        .merge(voice)
+    let router = Router::new().merge(voice);
+    let router = if state.config.bench_endpoint {
+        router.route("/bench/bare", post(bench_bare))
+    } else {
+        router
+    };
+    router
         .merge(api::router(state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(RequestBodyLimitLayer::new(voice::MAX_BODY))
         .with_state(state)
+}
+
+/// The fixed answer of `POST /bench/bare`.
+const BARE_TWIML: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Gather input=\"dtmf\" \
+     numDigits=\"1\" action=\"/voice/gather\"><Say>For orders, press 1.</Say></Gather></Response>";
+
+/// `POST /bench/bare` (only with `bench_endpoint`): the benchmark's baseline, what any web
+/// framework can do: parse a Twilio-style form, answer fixed TwiML. No signature, no flow,
+/// no record.
+async fn bench_bare(body: axum::body::Bytes) -> impl IntoResponse {
+    let fields = form_urlencoded::parse(&body).count();
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        if fields > 0 {
+            BARE_TWIML
+        } else {
+            "<Response/>"
+        },
+    )
 }
 
 /// `GET /readyz`: 200 when the database answers and takes writes (the journal empty or

@@ -120,6 +120,33 @@ pub struct Config {
     pub write_timeout: std::time::Duration,
     /// Days after which caller numbers and recordings are removed; `None` keeps them.
     pub retention_days: Option<u32>,
+    /// SQLite's `synchronous` setting: `normal` (the default; a commit survives a crash of
+    /// the server, and WAL is synced at each checkpoint) or `full` (each commit is synced to
+    /// disk, surviving power loss, at the cost of one fsync per group commit).
+    pub sqlite_synchronous: SqliteSync,
+    /// Serves `POST /bench/bare`, a form-parsing endpoint that answers a fixed TwiML document
+    /// and records nothing: the benchmark's baseline. Off unless asked for.
+    pub bench_endpoint: bool,
+}
+
+/// SQLite's durability setting for commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    /// `synchronous=NORMAL` in WAL mode.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`.
+    Full,
+}
+
+impl SqliteSync {
+    fn parse(v: &str) -> anyhow::Result<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            other => bail!("sqlite_synchronous must be \"normal\" or \"full\", not {other:?}"),
+        }
+    }
 }
 
 /// The journal beside a SQLite file, or `ivr.journal` for other databases.
@@ -153,6 +180,9 @@ struct FileConfig {
     journal_path: Option<PathBuf>,
     write_timeout_ms: Option<u64>,
     retention_days: Option<u32>,
+    sqlite_synchronous: Option<String>,
+    #[serde(default)]
+    bench_endpoint: bool,
     #[serde(default)]
     say: FileSay,
     #[serde(default)]
@@ -455,6 +485,13 @@ impl Config {
             database_url,
             write_timeout: std::time::Duration::from_millis(write_timeout_ms),
             retention_days: file.retention_days,
+            sqlite_synchronous: file
+                .sqlite_synchronous
+                .as_deref()
+                .map(SqliteSync::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            bench_endpoint: file.bench_endpoint,
             public_url: file.public_url.map(|u| u.trim_end_matches('/').to_string()),
             flows_dir: file.flows_dir.unwrap_or_else(|| "ivr_flows".into()),
             twilio_auth_token: None,
@@ -511,6 +548,12 @@ impl Config {
                 format!("IVR_RETENTION_DAYS={v:?} is not a number of days (1 or more)")
             })?;
             self.retention_days = Some(days);
+        }
+        if let Some(v) = env("IVR_SQLITE_SYNCHRONOUS") {
+            self.sqlite_synchronous = SqliteSync::parse(&v).context("IVR_SQLITE_SYNCHRONOUS")?;
+        }
+        if let Some(v) = env("IVR_BENCH_ENDPOINT") {
+            self.bench_endpoint = matches!(v.trim(), "1" | "true" | "yes");
         }
         if let Some(v) = env("IVR_PUBLIC_URL") {
             self.public_url = Some(v.trim_end_matches('/').to_string());

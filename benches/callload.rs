@@ -1,0 +1,924 @@
+//! Call-load benchmark (issue 5): `cargo bench --bench callload`.
+//!
+//! Starts the real `ivr` binary on a fresh SQLite database, then, from this process on the
+//! same machine, drives complete, correctly signed calls over keep-alive HTTP/1.1
+//! connections — incoming, three menu answers (the last opens a ticket and transfers), the
+//! Dial action, the final status callback — and measures:
+//!
+//! 1. the bare endpoint `POST /bench/bare` of the same server (form parsed, fixed TwiML, no
+//!    signature, no flow, no record) at full speed: the baseline;
+//! 2. full recorded call steps at full speed, and their ratio to the baseline;
+//! 3. full call steps paced at `--rate` steps per second, for the latency at that load;
+//! 4. the server's peak RSS over the run (`VmHWM`);
+//! 5. after a graceful stop, that the database holds exactly the calls, webhooks, tickets and
+//!    final statuses that were acknowledged;
+//! 6. start-up on the now-full database: time from spawning the binary to the first answered
+//!    webhook.
+//!
+//! `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
+//! written to a file (the README quotes `benches/results/callload.txt`).
+
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use sqlx::{ConnectOptions, Connection, Row};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-auth-token-0123456789";
+const ACCOUNT: &str = "AC00000000000000000000000000000000";
+const GUEST_CARE: &str = "+18007373233";
+const CALLER: &str = "+12045551234";
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Call-load benchmark of the ivr server")]
+struct Args {
+    /// Seconds of each measured phase.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Concurrent callers, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    callers: usize,
+    /// Steps per second of the paced phase.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// SQLite `synchronous` setting of the server: normal or full.
+    #[arg(long, default_value = "normal")]
+    synchronous: String,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A few seconds per phase, targets not judged: CI's smoke check.
+    #[arg(long)]
+    smoke: bool,
+    /// The server binary (default: the one cargo built with this benchmark).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The report: printed as it goes, kept for the file.
+#[derive(Default)]
+struct Report(String);
+
+impl Report {
+    fn line(&mut self, text: impl AsRef<str>) {
+        println!("{}", text.as_ref());
+        self.0.push_str(text.as_ref());
+        self.0.push('\n');
+    }
+}
+
+/// The server under test, a child process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    public: String,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    fn spawn(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let public = format!("http://{addr}");
+        let config = dir.join("ivr.toml");
+        let open_all_day: String = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ]
+        .iter()
+        .map(|d| format!("{d} = \"00:00-24:00\"\n"))
+        .collect();
+        std::fs::write(
+            &config,
+            format!("bench_endpoint = true\n[hours.weekly]\n{open_all_day}"),
+        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IVR_CONFIG", &config)
+            .env("IVR_LISTEN", addr.to_string())
+            .env(
+                "IVR_DATABASE_URL",
+                format!("sqlite://{}", dir.join("ivr.db").display()),
+            )
+            .env(
+                "IVR_FLOWS_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
+            )
+            .env("IVR_PUBLIC_URL", &public)
+            .env("IVR_SQLITE_SYNCHRONOUS", synchronous)
+            .env("TWILIO_AUTH_TOKEN", TOKEN)
+            .env("IVR_API_TOKEN", "bench-api-token")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Server {
+            child,
+            addr,
+            public,
+        })
+    }
+
+    /// Kilobytes of a `/proc/PID/status` field (`VmRSS`, `VmHWM`).
+    fn memory_kb(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// SIGTERM, then waits for the exit (graceful shutdown drains what is in flight).
+    fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > until {
+                self.child.kill()?;
+                anyhow::bail!("the server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Client {
+    addr: SocketAddr,
+    host: String,
+    send: Option<SendRequest<Full<Bytes>>>,
+}
+
+/// An answer: status and body.
+struct Answer {
+    status: u16,
+    body: Bytes,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            host: addr.to_string(),
+            send: None,
+        }
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
+        if self.send.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            self.send = Some(send);
+        }
+        self.send
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no connection"))
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        body: String,
+        signature: Option<String>,
+    ) -> anyhow::Result<Answer> {
+        let host = self.host.clone();
+        let send = self.connect().await?;
+        send.ready().await?;
+        let mut req = hyper::Request::post(path)
+            .header(hyper::header::HOST, host)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        if let Some(sig) = signature {
+            req = req.header("X-Twilio-Signature", sig);
+        }
+        let res = match send
+            .send_request(req.body(Full::new(Bytes::from(body)))?)
+            .await
+        {
+            Ok(res) => res,
+            Err(e) => {
+                self.send = None;
+                return Err(e.into());
+            }
+        };
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body })
+    }
+}
+
+/// The parameters Twilio sends with every voice webhook, for one call.
+fn call_params(sid: &str, status: &str) -> Vec<(String, String)> {
+    [
+        ("AccountSid", ACCOUNT),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", sid),
+        ("CallStatus", status),
+        ("Called", GUEST_CARE),
+        ("CalledCountry", "US"),
+        ("Caller", CALLER),
+        ("CallerCountry", "CA"),
+        ("CallerState", "MB"),
+        ("Direction", "inbound"),
+        ("From", CALLER),
+        ("FromCity", "WINNIPEG"),
+        ("FromCountry", "CA"),
+        ("FromState", "MB"),
+        ("To", GUEST_CARE),
+        ("ToCountry", "US"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn with(mut params: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in extra {
+        params.retain(|(pk, _)| pk != k);
+        params.push((k.to_string(), v.to_string()));
+    }
+    params
+}
+
+fn form(params: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+/// The `action` URL of the first `<tag` in a TwiML answer.
+fn action_of(body: &[u8], tag: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find(&format!("<{tag} "))?;
+    let rest = &text[at..];
+    let end = rest.find('>')?;
+    let start = rest[..end].find(" action=\"")? + " action=\"".len();
+    let len = rest[start..].find('"')?;
+    Some(rest[start..start + len].replace("&amp;", "&"))
+}
+
+/// What the database must hold for one call: the webhooks acknowledged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Acks {
+    hooks: u32,
+    ticket: bool,
+    completed: bool,
+}
+
+/// One caller's measurements in one phase.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    calls: u64,
+    acks: HashMap<String, Acks>,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+}
+
+/// When each request of a phase may start.
+#[derive(Clone)]
+struct Pace {
+    start: Instant,
+    end: Instant,
+    /// `Some` paces requests at this many per second across all callers.
+    rate: Option<(u64, Arc<AtomicU64>)>,
+}
+
+impl Pace {
+    /// Waits for the next request's turn; `false` once the phase is over.
+    async fn turn(&self) -> bool {
+        if let Some((rate, next)) = &self.rate {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let due = self.start + Duration::from_nanos(i * 1_000_000_000 / rate);
+            if due >= self.end {
+                return false;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+        Instant::now() < self.end
+    }
+}
+
+/// Sends one signed webhook and times it.
+async fn step(
+    client: &mut Client,
+    public: &str,
+    url: &str,
+    params: &[(String, String)],
+    tally: &mut Tally,
+) -> Option<Answer> {
+    let signature = ivr::signature::compute(TOKEN, url, params);
+    let path = url.strip_prefix(public).unwrap_or(url).to_string();
+    let started = Instant::now();
+    let answer = client.post(&path, form(params), Some(signature)).await;
+    let took = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+    match answer {
+        Ok(a) if a.status == 200 => {
+            tally.latencies_us.push(took);
+            Some(a)
+        }
+        Ok(a) => {
+            tally.error(format!(
+                "{path}: HTTP {}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            ));
+            None
+        }
+        Err(e) => {
+            tally.error(format!("{path}: {e}"));
+            None
+        }
+    }
+}
+
+/// Complete calls, one after another, until the phase ends.
+async fn caller(
+    addr: SocketAddr,
+    public: String,
+    id: usize,
+    serial: Arc<AtomicU64>,
+    pace: Pace,
+) -> Tally {
+    let mut client = Client::new(addr);
+    let mut tally = Tally::default();
+    'calls: loop {
+        if !pace.turn().await {
+            break;
+        }
+        let n = serial.fetch_add(1, Ordering::Relaxed);
+        let sid = format!("CA{id:04x}{n:028x}");
+        let base = call_params(&sid, "in-progress");
+        let mut acks = Acks::default();
+        let mut url = format!("{public}/voice/incoming");
+        let mut answer = step(&mut client, &public, &url, &base, &mut tally).await;
+        for (i, digit) in ["1", "4", "2"].iter().enumerate() {
+            let Some(a) = answer else { break 'calls };
+            acks.hooks += 1;
+            tally.acks.insert(sid.clone(), acks);
+            let Some(next) = action_of(&a.body, "Gather") else {
+                tally.error(format!(
+                    "expected a menu: {}",
+                    String::from_utf8_lossy(&a.body)
+                ));
+                break 'calls;
+            };
+            if !pace.turn().await {
+                break 'calls;
+            }
+            url = next;
+            answer = step(
+                &mut client,
+                &public,
+                &url,
+                &with(base.clone(), &[("Digits", digit)]),
+                &mut tally,
+            )
+            .await;
+            if i == 2 && answer.is_some() {
+                acks.ticket = true;
+            }
+        }
+        let Some(a) = answer else { break };
+        acks.hooks += 1;
+        tally.acks.insert(sid.clone(), acks);
+        let Some(dial) = action_of(&a.body, "Dial") else {
+            tally.error(format!(
+                "expected a transfer: {}",
+                String::from_utf8_lossy(&a.body)
+            ));
+            break;
+        };
+        if !pace.turn().await {
+            break;
+        }
+        let dialled = with(
+            base.clone(),
+            &[
+                ("DialCallStatus", "completed"),
+                ("DialCallSid", "CA99999999999999999999999999999999"),
+                ("DialCallDuration", "30"),
+            ],
+        );
+        if step(&mut client, &public, &dial, &dialled, &mut tally)
+            .await
+            .is_none()
+        {
+            break;
+        }
+        acks.hooks += 1;
+        tally.acks.insert(sid.clone(), acks);
+        if !pace.turn().await {
+            break;
+        }
+        let status = with(
+            call_params(&sid, "completed"),
+            &[
+                ("CallDuration", "40"),
+                ("SequenceNumber", "3"),
+                ("CallbackSource", "call-progress-events"),
+            ],
+        );
+        let status_url = format!("{public}/voice/status");
+        if step(&mut client, &public, &status_url, &status, &mut tally)
+            .await
+            .is_none()
+        {
+            break;
+        }
+        acks.completed = true;
+        tally.acks.insert(sid.clone(), acks);
+        tally.calls += 1;
+    }
+    tally
+}
+
+/// The bare endpoint, at full speed, with the same form as an incoming call.
+async fn bare(addr: SocketAddr, pace: Pace) -> Tally {
+    let mut client = Client::new(addr);
+    let mut tally = Tally::default();
+    let body = form(&call_params(
+        "CA0000000000000000000000000000bare",
+        "ringing",
+    ));
+    while pace.turn().await {
+        let started = Instant::now();
+        match client.post("/bench/bare", body.clone(), None).await {
+            Ok(a) if a.status == 200 && a.body.starts_with(b"<?xml") => tally
+                .latencies_us
+                .push(started.elapsed().as_micros() as u32),
+            Ok(a) => tally.error(format!("bare: HTTP {}", a.status)),
+            Err(e) => tally.error(format!("bare: {e}")),
+        }
+    }
+    tally
+}
+
+/// A phase's figures.
+struct Figures {
+    requests: u64,
+    per_second: f64,
+    calls_per_second: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+fn figures(tallies: &[Tally], seconds: f64) -> Figures {
+    let mut all: Vec<u32> = tallies
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    all.sort_unstable();
+    let calls: u64 = tallies.iter().map(|t| t.calls).sum();
+    Figures {
+        requests: all.len() as u64,
+        per_second: all.len() as f64 / seconds,
+        calls_per_second: calls as f64 / seconds,
+        p50: percentile(&all, 50.0),
+        p95: percentile(&all, 95.0),
+        p99: percentile(&all, 99.0),
+        max: percentile(&all, 100.0),
+        errors: tallies.iter().map(|t| t.errors).sum(),
+        first_error: tallies.iter().find_map(|t| t.first_error.clone()),
+    }
+}
+
+fn describe(name: &str, f: &Figures, steps: bool) -> String {
+    let what = if steps { "steps" } else { "requests" };
+    let calls = if steps {
+        format!(", {:.0} calls/s", f.calls_per_second)
+    } else {
+        String::new()
+    };
+    format!(
+        "{name:<22} {:>8.0} {what}/s{calls} ({} {what}); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {}",
+        f.per_second, f.requests, f.p50, f.p95, f.p99, f.max, f.errors
+    )
+}
+
+/// Runs one phase: `callers` tasks for `seconds`, optionally paced; samples the server's RSS.
+async fn phase(
+    server: &Server,
+    args: &Args,
+    seconds: u64,
+    rate: Option<u64>,
+    bare_endpoint: bool,
+    serial: &Arc<AtomicU64>,
+    rss_peak_kb: &mut u64,
+) -> (Vec<Tally>, f64) {
+    let start = Instant::now();
+    let pace = Pace {
+        start,
+        end: start + Duration::from_secs(seconds),
+        rate: rate.map(|r| (r, Arc::new(AtomicU64::new(0)))),
+    };
+    let mut tasks = Vec::new();
+    for id in 0..args.callers {
+        let pace = pace.clone();
+        if bare_endpoint {
+            tasks.push(tokio::spawn(bare(server.addr, pace)));
+        } else {
+            tasks.push(tokio::spawn(caller(
+                server.addr,
+                server.public.clone(),
+                id,
+                serial.clone(),
+                pace,
+            )));
+        }
+    }
+    while tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        *rss_peak_kb = (*rss_peak_kb).max(server.memory_kb("VmRSS").unwrap_or(0));
+    }
+    let elapsed = start.elapsed().as_secs_f64().min(seconds as f64).max(0.001);
+    let mut tallies = Vec::new();
+    for t in tasks {
+        if let Ok(tally) = t.await {
+            tallies.push(tally);
+        }
+    }
+    (tallies, elapsed)
+}
+
+/// Compares the database with what was acknowledged.
+async fn check_database(db: &Path, acked: &HashMap<String, Acks>) -> anyhow::Result<String> {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await?;
+    let mut found: BTreeMap<String, Acks> = BTreeMap::new();
+    for row in sqlx::query("SELECT call_sid, count(*) FROM webhooks GROUP BY call_sid")
+        .fetch_all(&mut conn)
+        .await?
+    {
+        found.entry(row.try_get(0)?).or_default().hooks = row.try_get::<i64, _>(1)? as u32;
+    }
+    // A call with only its status callback has no webhook row: count it from `calls`.
+    for row in sqlx::query("SELECT call_sid, status FROM calls")
+        .fetch_all(&mut conn)
+        .await?
+    {
+        let status: String = row.try_get(1)?;
+        found.entry(row.try_get(0)?).or_default().completed = status == "completed";
+    }
+    for row in sqlx::query("SELECT call_sid, count(*) FROM tickets GROUP BY call_sid")
+        .fetch_all(&mut conn)
+        .await?
+    {
+        let n: i64 = row.try_get(1)?;
+        if n != 1 {
+            anyhow::bail!("a call has {n} tickets");
+        }
+        found.entry(row.try_get(0)?).or_default().ticket = true;
+    }
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps")
+        .fetch_one(&mut conn)
+        .await?;
+    let integrity: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    let mut lost = 0;
+    let mut unacknowledged = 0;
+    let mut mismatched = Vec::new();
+    for (sid, want) in acked {
+        match found.get(sid) {
+            None => lost += 1,
+            Some(got) if got != want => mismatched.push(format!("{sid}: {want:?} vs {got:?}")),
+            Some(_) => {}
+        }
+    }
+    for sid in found.keys() {
+        if !acked.contains_key(sid) {
+            unacknowledged += 1;
+        }
+    }
+    let hooks: u64 = acked.values().map(|a| u64::from(a.hooks)).sum();
+    let tickets = acked.values().filter(|a| a.ticket).count();
+    let completed = acked.values().filter(|a| a.completed).count();
+    let verdict = if lost == 0 && mismatched.is_empty() && unacknowledged == 0 && integrity == "ok"
+    {
+        "exactly as acknowledged".to_string()
+    } else {
+        format!(
+            "MISMATCH: {lost} acknowledged calls missing, {} differ{}, {unacknowledged} calls not acknowledged, quick_check {integrity}",
+            mismatched.len(),
+            mismatched
+                .first()
+                .map(|m| format!(" (first {m})"))
+                .unwrap_or_default()
+        )
+    };
+    Ok(format!(
+        "{} calls, {hooks} step webhooks, {completed} completed statuses, {tickets} tickets, {steps} step rows: {verdict}",
+        acked.len()
+    ))
+}
+
+/// Time from spawning the binary to the first answered webhook, on an existing database.
+async fn startup(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let server = Server::spawn(bin, dir, synchronous)?;
+    let public = server.public.clone();
+    let url = format!("{public}/voice/incoming");
+    let params = call_params(&format!("CAstart{:027x}", fastrand::u64(..)), "ringing");
+    let mut tally = Tally::default();
+    let answered = loop {
+        let mut client = Client::new(server.addr);
+        if let Some(a) = step(&mut client, &public, &url, &params, &mut tally).await {
+            if action_of(&a.body, "Gather").is_some() {
+                break started.elapsed();
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = server.stop();
+            anyhow::bail!("no answered webhook within 20 s of start");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let rss = server.memory_kb("VmHWM").unwrap_or(0);
+    server.stop()?;
+    Ok((answered.as_secs_f64() * 1000.0, rss))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({cpu}), {mem_gb:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let bin = args
+        .server
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ivr")));
+    let (measure, warmup, rate, callers) = if args.smoke {
+        (3, 1, args.rate.min(500), args.callers.min(8))
+    } else {
+        (args.duration, 3, args.rate, args.callers)
+    };
+    let args = Args { callers, ..args };
+    let dir = tempfile::Builder::new().prefix("ivr-bench-").tempdir()?;
+    let mut report = Report::default();
+    report.line(format!(
+        "ivr call-load benchmark{}",
+        if args.smoke { " (smoke)" } else { "" }
+    ));
+    report.line(format!("machine: {}", machine()));
+    report.line(format!(
+        "server: {} (one process, SQLite WAL, synchronous={}), load generator in this process on the same machine",
+        bin.display(),
+        args.synchronous
+    ));
+    report.line(format!(
+        "load: {} callers on keep-alive connections; each call = incoming, 3 menu answers (ticket + transfer), Dial action, status callback; every webhook signed",
+        args.callers
+    ));
+    report.line(format!(
+        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s"
+    ));
+
+    let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
+    let ready_until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = Client::new(server.addr);
+        if let Ok(a) = c.post("/bench/bare", "x=1".into(), None).await {
+            if a.status == 200 {
+                break;
+            }
+        }
+        anyhow::ensure!(Instant::now() < ready_until, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let serial = Arc::new(AtomicU64::new(0));
+    let mut rss_peak = 0;
+    let mut acked: HashMap<String, Acks> = HashMap::new();
+    let mut keep = |tallies: &mut Vec<Tally>| {
+        for t in tallies.iter_mut() {
+            acked.extend(t.acks.drain());
+        }
+    };
+
+    let (mut t, _) = phase(&server, &args, warmup, None, false, &serial, &mut rss_peak).await;
+    keep(&mut t);
+    let (t, secs) = phase(&server, &args, measure, None, true, &serial, &mut rss_peak).await;
+    let bare_f = figures(&t, secs);
+    report.line(describe("bare endpoint", &bare_f, false));
+    let (mut t, secs) = phase(&server, &args, measure, None, false, &serial, &mut rss_peak).await;
+    let full_f = figures(&t, secs);
+    keep(&mut t);
+    report.line(describe("full steps, max", &full_f, true));
+    let (mut t, secs) = phase(
+        &server,
+        &args,
+        measure,
+        Some(rate),
+        false,
+        &serial,
+        &mut rss_peak,
+    )
+    .await;
+    let paced_f = figures(&t, secs);
+    keep(&mut t);
+    report.line(describe(&format!("full steps at {rate}/s"), &paced_f, true));
+    let hwm = server.memory_kb("VmHWM").unwrap_or(rss_peak).max(rss_peak);
+    let ratio = full_f.per_second / bare_f.per_second.max(1.0);
+    report.line(format!(
+        "ratio: full recorded steps / bare endpoint = {:.0} / {:.0} = {:.1}%",
+        full_f.per_second,
+        bare_f.per_second,
+        ratio * 100.0
+    ));
+    report.line(format!(
+        "server memory: peak RSS {:.1} MB (VmHWM over the whole run)",
+        hwm as f64 / 1024.0
+    ));
+    for f in [&bare_f, &full_f, &paced_f] {
+        if let Some(e) = &f.first_error {
+            report.line(format!("first error: {e}"));
+        }
+    }
+    let stopped = server.stop()?;
+    let check = check_database(&dir.path().join("ivr.db"), &acked).await?;
+    report.line(format!("database after a graceful stop: {check}"));
+    let records_ok = check.ends_with("exactly as acknowledged") && stopped.success();
+
+    let mut startups = Vec::new();
+    for _ in 0..if args.smoke { 2 } else { 5 } {
+        startups.push(startup(&bin, dir.path(), &args.synchronous).await?);
+    }
+    let db_mb = std::fs::metadata(dir.path().join("ivr.db")).map_or(0, |m| m.len()) as f64 / 1e6;
+    let mut times: Vec<f64> = startups.iter().map(|s| s.0).collect();
+    times.sort_by(f64::total_cmp);
+    let startup_max = times.last().copied().unwrap_or(0.0);
+    report.line(format!(
+        "start-up to the first answered webhook on the existing {db_mb:.0} MB database: {} ms (median {:.0} ms, max {startup_max:.0} ms)",
+        times.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", "),
+        times.get(times.len() / 2).copied().unwrap_or(0.0),
+    ));
+
+    let errors = bare_f.errors + full_f.errors + paced_f.errors;
+    let mut ok = errors == 0 && records_ok;
+    if args.smoke {
+        report.line(format!(
+            "smoke: {errors} errors, records {}",
+            verdict(records_ok)
+        ));
+    } else {
+        let targets = [
+            (
+                format!(
+                    "full steps >= 40% of the bare endpoint ({:.1}%)",
+                    ratio * 100.0
+                ),
+                ratio >= 0.40,
+            ),
+            (
+                format!("p99 <= 10 ms at {rate} steps/s ({:.2} ms)", paced_f.p99),
+                paced_f.p99 <= 10.0 && paced_f.per_second >= rate as f64 * 0.98,
+            ),
+            (
+                format!("peak RSS <= 64 MB ({:.1} MB)", hwm as f64 / 1024.0),
+                hwm <= 64 * 1024,
+            ),
+            (
+                format!("start-up <= 200 ms ({startup_max:.0} ms)"),
+                startup_max <= 200.0,
+            ),
+            (format!("zero errors ({errors})"), errors == 0),
+            ("zero lost records".to_string(), records_ok),
+        ];
+        for (what, met) in targets {
+            report.line(format!("target {}: {what}", verdict(met)));
+            ok &= met;
+        }
+    }
+    let mut stamp = String::new();
+    let _ = write!(
+        stamp,
+        "run at {} (unix seconds)",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    report.line(stamp);
+    if let Some(out) = &args.out {
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, &report.0)?;
+    }
+    Ok(ok)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callload: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("callload: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
