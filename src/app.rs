@@ -138,7 +138,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     let flows = flow::load_dir(&config.flows_dir, &config)
         .map_err(|p| anyhow::anyhow!("{p}"))
         .with_context(|| format!("loading flows from {}", config.flows_dir.display()))?;
-    let db = storage::open(&config.database_url)
+    let db = storage::open(&config.database_url, config.sqlite_synchronous)
         .await
         .context("opening the database")?;
     db.migrate().await.context("migrating the database")?;

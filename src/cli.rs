@@ -21,6 +21,16 @@ pub enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations.
     Migrate,
+    /// Add synthetic calls (with steps, webhooks and tickets) to the database, to measure
+    /// the manager API at scale. Never on a production database.
+    Seed {
+        /// How many calls.
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: u64,
+        /// Spread over this many days before now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// Flow tools.
     Flows {
         /// Flow tool.
@@ -48,9 +58,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = crate::storage::open(&config.database_url).await?;
+            let store =
+                crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
             store.migrate().await?;
             println!("migrations applied to {}", config.database_url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Seed { calls, days } => {
+            let store =
+                crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
+            store.migrate().await?;
+            drop(store);
+            let started = std::time::Instant::now();
+            let s =
+                crate::storage::seed(&config.database_url, calls, days, chrono::Utc::now()).await?;
+            println!(
+                "seeded {} calls, {} steps, {} tickets into {} in {:.1} s",
+                s.calls,
+                s.steps,
+                s.tickets,
+                config.database_url,
+                started.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Flows {

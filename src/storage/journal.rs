@@ -450,7 +450,13 @@ pub struct Journaled {
     journal: Arc<Journal>,
     write_timeout: Duration,
     last_override: Mutex<Option<OverrideState>>,
+    /// When the override was last read: within [`OVERRIDE_FRESH`] it is not read again.
+    override_read_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long an hours override read stays fresh. A manager's change on this instance applies
+/// at once; one made on another instance within this time.
+pub const OVERRIDE_FRESH: Duration = Duration::from_secs(1);
 
 impl Journaled {
     /// Puts `journal` in front of `db`.
@@ -460,6 +466,7 @@ impl Journaled {
             journal,
             write_timeout,
             last_override: Mutex::new(None),
+            override_read_at: Mutex::new(None),
         }
     }
 
@@ -523,9 +530,20 @@ impl Store for Journaled {
 
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
         let cached = || *self.last_override.lock().unwrap_or_else(|e| e.into_inner());
+        let read_at = *self
+            .override_read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if read_at.is_some_and(|t| t.elapsed() < OVERRIDE_FRESH) {
+            return Ok(cached());
+        }
         match self.read("hours override", self.db.hours_override()).await {
             Ok(v) => {
                 *self.last_override.lock().unwrap_or_else(|e| e.into_inner()) = v;
+                *self
+                    .override_read_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
                 Ok(v)
             }
             Err(e) => {

@@ -1,7 +1,11 @@
 //! Storage: one interface, one implementation per backend, migrations per backend.
 
 mod journal;
+mod seed;
 mod sqlite;
+mod sqlite_path;
+
+pub use seed::Seeded;
 
 pub use journal::{spawn_replayer, Entry, Journal, Journaled};
 pub use sqlite::SqliteStore;
@@ -29,6 +33,12 @@ pub enum StoreError {
     /// The database did not answer in time.
     #[error("the database did not answer in time ({0})")]
     TimedOut(&'static str),
+    /// SQLite refused or failed on the hot path.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database thread is gone (the server is stopping).
+    #[error("the database thread has stopped")]
+    WriterGone,
     /// The journal could not be written or read.
     #[error("journal: {0}")]
     Journal(std::io::Error),
@@ -39,7 +49,11 @@ impl StoreError {
     /// rather than refusing this particular write: such writes go to the journal.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::TimedOut(_) => true,
+            StoreError::TimedOut(_) | StoreError::WriterGone => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
+            }
+            StoreError::Sqlite(_) => false,
             StoreError::Db(e) => match e {
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
@@ -345,10 +359,10 @@ pub struct Forgotten {
     pub recordings: u64,
 }
 
-/// Opens the backend named by the URL's scheme.
-pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+/// Opens the backend named by the URL's scheme; `sync` is SQLite's durability setting.
+pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect(url, sync).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Unsupported(
             "the PostgreSQL backend is not available yet; use sqlite://PATH".into(),
@@ -359,6 +373,22 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
             url.split(':').next().unwrap_or_default()
         )))
     }
+}
+
+/// `ivr seed`: adds `calls` synthetic calls over the `days` before `now` (SQLite only).
+pub async fn seed(url: &str, calls: u64, days: u32, now: DateTime<Utc>) -> StoreResult<Seeded> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") {
+        return Err(StoreError::Unsupported(
+            "ivr seed writes to SQLite databases only".into(),
+        ));
+    }
+    let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf();
+    tokio::task::spawn_blocking(move || seed::seed_sqlite(&path, calls, days, now, "seed"))
+        .await
+        .map_err(|e| StoreError::Unsupported(format!("seeding stopped: {e}")))?
 }
 
 /// Milliseconds since the epoch, the stored form of times.

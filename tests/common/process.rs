@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 
 impl Server {
     /// Starts the server on `dir/ivr.db` (created or reused) and waits for `/healthz`.
-    /// `toml` is the rest of its configuration.
+    /// `toml` is the rest of its configuration (top-level keys only); the hours are open all week.
     pub async fn start(dir: &Path, toml: &str, name: &str) -> Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
@@ -32,7 +32,23 @@ impl Server {
         let config = dir.join("ivr.toml");
         std::fs::write(
             &config,
-            format!("[lines.stores]\n\"{STORE}\" = \"Polo Park\"\n{toml}"),
+            // Open all week: the real binary runs on the wall clock, and a load test that
+            // transfers callers must not meet the closed-hours voicemail at night.
+            format!(
+                "{toml}\n[hours.weekly]\n{}[lines.stores]\n\"{STORE}\" = \"Polo Park\"\n",
+                [
+                    "monday",
+                    "tuesday",
+                    "wednesday",
+                    "thursday",
+                    "friday",
+                    "saturday",
+                    "sunday"
+                ]
+                .iter()
+                .map(|d| format!("{d} = \"00:00-24:00\"\n"))
+                .collect::<String>()
+            ),
         )
         .expect("write the configuration");
         let log = dir.join(format!("{name}.log"));

@@ -1,0 +1,302 @@
+//! Manager API at scale (issue 5, item 3): `cargo bench --bench apiload`.
+//!
+//! Seeds a fresh SQLite database with `ivr seed --calls N` (default 1,000,000 calls with their
+//! steps, webhooks and tickets), starts the real binary on it, and times each manager query
+//! over HTTP, one request at a time: the first page of `GET /api/calls`, a page half-way down
+//! the keyset, filters by line, date range, ticket category and all three, the ticket lists,
+//! and a call's detail. Prints p50/p95/max per query and SQLite's query plan for each list
+//! query. `--smoke` seeds 20,000 calls (CI).
+
+#![forbid(unsafe_code)]
+
+use chrono::{Duration as Days, Utc};
+use clap::Parser;
+use ivr::storage::{CallQuery, SqliteStore, TicketQuery};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const API_TOKEN: &str = "bench-api-token";
+
+#[derive(Parser, Debug)]
+#[command(about = "Manager API benchmark on a seeded database")]
+struct Args {
+    /// Calls to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+    /// Requests per query.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// 20,000 calls and 20 requests per query, targets not judged (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn ivr(dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivr"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IVR_CONFIG", dir.join("ivr.toml"))
+        .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "IVR_DATABASE_URL",
+            format!("sqlite://{}", dir.join("ivr.db").display()),
+        )
+        .env(
+            "IVR_FLOWS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
+        )
+        .env("TWILIO_AUTH_TOKEN", "bench-auth-token-0123456789")
+        .env("IVR_API_TOKEN", API_TOKEN)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let args = Args::parse();
+    let (calls, requests) = if args.smoke {
+        (args.calls.min(20_000), args.requests.min(20))
+    } else {
+        (args.calls, args.requests)
+    };
+    let dir = tempfile::Builder::new().prefix("ivr-apiload-").tempdir()?;
+    std::fs::write(dir.path().join("ivr.toml"), "")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut report = String::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        report.push_str(&line);
+        report.push('\n');
+    };
+
+    let started = Instant::now();
+    let seeded = ivr(dir.path(), port)
+        .args(["seed", "--calls", &calls.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(seeded.status.success(), "ivr seed failed");
+    let db = dir.path().join("ivr.db");
+    let size = std::fs::metadata(&db)?.len() as f64 / 1e6;
+    say(format!(
+        "{} ({:.0} s; database {size:.0} MB)",
+        String::from_utf8_lossy(&seeded.stdout).trim(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    let server = Stop(ivr(dir.path(), port).arg("serve").spawn()?);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        anyhow::ensure!(Instant::now() < until, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A cursor half-way down the keyset, and a week six months ago.
+    let store = SqliteStore::connect(
+        &format!("sqlite://{}", db.display()),
+        ivr::config::SqliteSync::Normal,
+    )
+    .await?;
+    let deep: (i64, String) = {
+        let mut conn = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await?
+            .acquire()
+            .await?
+            .detach();
+        sqlx::query_as(
+            "SELECT started_at, call_sid FROM calls ORDER BY started_at DESC, call_sid DESC \
+             LIMIT 1 OFFSET ?",
+        )
+        .bind((calls / 2) as i64)
+        .fetch_one(&mut conn)
+        .await?
+    };
+    let week_end = Utc::now() - Days::days(180);
+    let week_start = week_end - Days::days(7);
+    let fmt = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let page = |q: CallQuery| CallQuery { limit: 50, ..q };
+    let calls_queries: Vec<(&str, String, CallQuery)> = vec![
+        ("first page", "".into(), page(CallQuery::default())),
+        (
+            "page half-way down",
+            format!("cursor={}:{}", deep.0, deep.1),
+            page(CallQuery {
+                after: Some(deep.clone()),
+                ..CallQuery::default()
+            }),
+        ),
+        (
+            "line=store",
+            "line=store".into(),
+            page(CallQuery {
+                line: Some("store".into()),
+                ..CallQuery::default()
+            }),
+        ),
+        (
+            "one week, 6 months ago",
+            format!("since={}&until={}", fmt(week_start), fmt(week_end)),
+            page(CallQuery {
+                since: Some(week_start),
+                until: Some(week_end),
+                ..CallQuery::default()
+            }),
+        ),
+        (
+            "category=OOM",
+            "category=OOM".into(),
+            page(CallQuery {
+                category: Some("OOM".into()),
+                ..CallQuery::default()
+            }),
+        ),
+        (
+            "line+week+category",
+            format!(
+                "line=store&since={}&until={}&category=Shopping%20Dollars",
+                fmt(week_start),
+                fmt(week_end)
+            ),
+            page(CallQuery {
+                line: Some("store".into()),
+                since: Some(week_start),
+                until: Some(week_end),
+                category: Some("Shopping Dollars".into()),
+                ..CallQuery::default()
+            }),
+        ),
+    ];
+    let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (name, query, q) in &calls_queries {
+        let plan = store.explain_calls(q).await?;
+        rows.push((
+            name.to_string(),
+            format!("/api/calls?limit=50&{query}"),
+            plan,
+        ));
+    }
+    for (name, query, q) in [
+        (
+            "tickets open, Initial",
+            "status=open&category=Initial",
+            TicketQuery {
+                status: Some("open".into()),
+                category: Some("Initial".into()),
+                limit: 50,
+                ..TicketQuery::default()
+            },
+        ),
+        (
+            "tickets overdue",
+            "overdue=true",
+            TicketQuery {
+                overdue_at: Some(Utc::now()),
+                limit: 50,
+                ..TicketQuery::default()
+            },
+        ),
+    ] {
+        let plan = store.explain_tickets(&q).await?;
+        rows.push((
+            name.to_string(),
+            format!("/api/tickets?limit=50&{query}"),
+            plan,
+        ));
+    }
+    rows.push((
+        "one call's detail".into(),
+        format!("/api/calls/{}", deep.1),
+        Vec::new(),
+    ));
+
+    let mut worst = 0.0f64;
+    for (name, path, plan) in &rows {
+        let mut times = Vec::with_capacity(requests);
+        let mut items = 0;
+        for i in 0..requests + 5 {
+            let t = Instant::now();
+            let res = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await?;
+            let status = res.status();
+            let body: serde_json::Value = res.json().await?;
+            let took = t.elapsed();
+            anyhow::ensure!(status == 200, "{path}: HTTP {status}: {body}");
+            if i >= 5 {
+                times.push(took);
+            }
+            items = ["calls", "tickets", "steps"]
+                .iter()
+                .find_map(|k| body.get(k).and_then(|v| v.as_array()).map(Vec::len))
+                .unwrap_or(0);
+        }
+        times.sort();
+        let p = |q: f64| {
+            ms(times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1])
+        };
+        worst = worst.max(p(0.95));
+        say(format!(
+            "{name:<24} {items:>3} rows  p50 {:>6.2} ms  p95 {:>6.2} ms  max {:>6.2} ms   GET {path}",
+            p(0.5),
+            p(0.95),
+            p(1.0)
+        ));
+        for line in plan {
+            say(format!("{:<30}plan: {line}", ""));
+        }
+    }
+    let scans = rows
+        .iter()
+        .flat_map(|r| r.2.iter())
+        .filter(|l| l.starts_with("SCAN") && !l.contains("INDEX"))
+        .count();
+    let met = worst < 20.0 && scans == 0;
+    say(format!(
+        "worst p95 {worst:.2} ms over {calls} calls; table scans without an index: {scans}{}",
+        if args.smoke {
+            String::new()
+        } else {
+            format!(
+                "; target (p95 < 20 ms, indexes only) {}",
+                if met { "met" } else { "MISSED" }
+            )
+        }
+    ));
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report)?;
+    }
+    drop(server);
+    Ok(if met || args.smoke {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,544 @@
+//! The SQLite hot path: one writer thread that commits concurrent webhooks together (group
+//! commit), and one reader thread for the lookups a call step makes. Both hold their own
+//! connection with cached prepared statements, and neither ever blocks the async runtime:
+//! a webhook hands its records over a channel and awaits its reply, which is sent only
+//! after the transaction holding them has committed.
+//!
+//! Group commit: the writer takes the first waiting job, then every job queued behind it (up
+//! to [`MAX_GROUP`]), applies them in order in one `BEGIN IMMEDIATE` transaction and commits
+//! once. If any job fails, the transaction is rolled back and each job of the group is
+//! applied again in its own transaction, so that one bad record fails only its webhook.
+
+use super::*;
+use crate::config::SqliteSync as SyncMode;
+use crate::records::StepRecord;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most webhooks committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+
+/// What a write job produced.
+enum Done {
+    Step(Committed),
+    Status,
+}
+
+type Apply = Box<dyn Fn(&Transaction<'_>) -> rusqlite::Result<Done> + Send>;
+
+struct WriteJob {
+    apply: Apply,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Handles to the two threads; dropping the last one ends them.
+#[derive(Debug, Clone)]
+pub struct HotPath {
+    writes: mpsc::Sender<WriteJob>,
+    reads: mpsc::Sender<ReadJob>,
+    /// Dropped with the last handle: the checkpointer then stops.
+    _checkpoints: mpsc::Sender<()>,
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+impl std::fmt::Debug for WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteJob")
+    }
+}
+
+fn open(path: &Path, flags: OpenFlags, synchronous: SyncMode) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(2))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match synchronous {
+                SyncMode::Normal => "normal",
+                SyncMode::Full => "full",
+            },
+        )?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl HotPath {
+    /// Opens the writer and reader connections on the file (which must exist, migrated or
+    /// not: statements are prepared at first use) and starts their threads.
+    pub fn start(path: PathBuf, synchronous: SyncMode) -> StoreResult<HotPath> {
+        let writer = open(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            synchronous,
+        )?;
+        // Checkpoints run on their own thread (PASSIVE: they never block the writer), so
+        // that commits do not wait for the WAL to be copied and synced; the writer's own
+        // automatic checkpoint stays as a backstop should the checkpointer fall behind.
+        writer.pragma_update(None, "wal_autocheckpoint", 8000)?;
+        writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        let checkpointer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, synchronous)?;
+        let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
+        let (checkpoints, stop) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "checkpoint");
+                    }
+                }
+            })
+            .map_err(StoreError::Journal)?;
+        let (writes, write_queue) = mpsc::channel::<WriteJob>();
+        let (reads, read_queue) = mpsc::channel::<ReadJob>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, write_queue))
+            .map_err(StoreError::Journal)?;
+        std::thread::Builder::new()
+            .name("sqlite-reader".into())
+            .spawn(move || {
+                while let Ok(job) = read_queue.recv() {
+                    job(&reader);
+                }
+            })
+            .map_err(StoreError::Journal)?;
+        Ok(HotPath {
+            writes,
+            reads,
+            _checkpoints: checkpoints,
+        })
+    }
+
+    async fn write(&self, apply: Apply) -> StoreResult<Done> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteJob { apply, reply })
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(f(conn).map_err(StoreError::from));
+        });
+        self.reads.send(job).map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Commits one webhook's records (see [`Store::commit_step`]).
+    pub async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed> {
+        let owned = OwnedStep {
+            call: batch.call.clone(),
+            request_key: batch.request_key.to_string(),
+            at: to_millis(batch.at),
+            records: batch.records.to_vec(),
+            error: batch.error.map(str::to_string),
+            answer: batch.answer.to_string(),
+        };
+        match self
+            .write(Box::new(move |tx| owned.apply(tx).map(Done::Step)))
+            .await?
+        {
+            Done::Step(c) => Ok(c),
+            Done::Status => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Applies a status callback (see [`Store::record_status`]).
+    pub async fn record_status(&self, update: &StatusUpdate<'_>) -> StoreResult<()> {
+        let owned = OwnedStatus {
+            call: update.call.clone(),
+            status: update.status.to_string(),
+            sequence: update.sequence,
+            duration_seconds: update.duration_seconds,
+            at: to_millis(update.at),
+        };
+        self.write(Box::new(move |tx| owned.apply(tx).map(|()| Done::Status)))
+            .await
+            .map(|_| ())
+    }
+
+    /// The stored hours override, raw.
+    pub async fn setting(&self, key: &'static str) -> StoreResult<Option<String>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                .query_row([key], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
+        .await
+    }
+
+    /// Whether the call has a ticket.
+    pub async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool> {
+        let sid = call_sid.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM tickets WHERE call_sid = ?1 LIMIT 1")?
+                .exists([sid])
+        })
+        .await
+    }
+
+    /// The newest open or escalated ticket of a category for a partner's ticket number.
+    pub async fn find_external_ticket(
+        &self,
+        category: &str,
+        external_ref: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        let (category, external_ref) = (category.to_string(), external_ref.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, status, created_at, due_at FROM tickets \
+                 WHERE external_ref = ?1 AND category = ?2 AND status IN ('open', 'escalated') \
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([external_ref, category], |r| {
+                Ok(ExistingTicket {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    created_at: from_millis(r.get(2)?),
+                    due_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    /// Whether the reader answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+/// The writer thread: group commit until every handle is gone.
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
+    let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = queue.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // Webhooks that gave up waiting (journalled instead) are skipped.
+        group.retain(|j| !j.reply.is_closed());
+        match commit_group(&mut conn, &group) {
+            Ok(results) => {
+                for (job, done) in group.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(done));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(job) = group.pop() {
+                    let _ = job.reply.send(Err(e.into()));
+                }
+            }
+            Err(_) => {
+                // One job spoiled the group: each on its own, so only it fails.
+                for job in group.drain(..) {
+                    let result = commit_group(&mut conn, std::slice::from_ref(&job))
+                        .map_err(StoreError::from)
+                        .and_then(|mut r| r.pop().ok_or(StoreError::WriterGone));
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> rusqlite::Result<Vec<Done>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        results.push((job.apply)(&tx)?);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+struct OwnedStep {
+    call: CallInfo,
+    request_key: String,
+    at: i64,
+    records: Vec<Record>,
+    error: Option<String>,
+    answer: String,
+}
+
+fn ensure_call(
+    tx: &Transaction<'_>,
+    call: &CallInfo,
+    at: i64,
+    status: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO calls (call_sid, line, store_name, from_number, to_number, flow, flow_version, started_at, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (call_sid) DO NOTHING",
+    )?
+    .execute(params![
+        call.call_sid,
+        call.line,
+        call.store_name,
+        call.from,
+        call.to,
+        call.flow,
+        call.flow_version,
+        at,
+        status
+    ])?;
+    Ok(())
+}
+
+fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> std::borrow::Cow<'_, str> {
+    match ticket {
+        Some(t) if text.contains("{ticket_number}") => {
+            text.replace("{ticket_number}", &t.to_string()).into()
+        }
+        _ => text.into(),
+    }
+}
+
+impl OwnedStep {
+    fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<Committed> {
+        let (sid, key, at) = (
+            self.call.call_sid.as_str(),
+            self.request_key.as_str(),
+            self.at,
+        );
+        ensure_call(tx, &self.call, at, "in-progress")?;
+        let fresh = tx
+            .prepare_cached(
+                "INSERT INTO webhooks (call_sid, request_key, at, answer) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![sid, key, at, self.answer])?
+            == 1;
+        if !fresh {
+            return tx
+                .prepare_cached(
+                    "SELECT ticket_id, answer FROM webhooks WHERE call_sid = ?1 AND request_key = ?2",
+                )?
+                .query_row(params![sid, key], |r| {
+                    Ok(Committed {
+                        ticket: r.get::<_, Option<i64>>(0)?.map(TicketNumber),
+                        replay: Some(r.get(1)?),
+                    })
+                });
+        }
+        let mut ticket: Option<TicketNumber> = tx
+            .prepare_cached("SELECT max(id) FROM tickets WHERE call_sid = ?1")?
+            .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
+            .map(TicketNumber);
+        for (idx, record) in self.records.iter().enumerate() {
+            let idx = idx as i64;
+            match record {
+                Record::Step(StepRecord {
+                    node,
+                    kind,
+                    said,
+                    digits,
+                    result,
+                    data,
+                }) => {
+                    let data = if data.is_empty() {
+                        None
+                    } else {
+                        serde_json::to_string(data).ok()
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result, data) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        sid,
+                        key,
+                        idx,
+                        at,
+                        node,
+                        kind,
+                        fill_ticket(said, ticket),
+                        digits,
+                        result,
+                        data
+                    ])?;
+                }
+                Record::Ticket {
+                    category,
+                    reason,
+                    external_ref,
+                    due_at,
+                    recording_url,
+                } => {
+                    let inserted = tx
+                        .prepare_cached(
+                            "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at, \
+                             external_ref, due_at, recording_url) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![
+                            sid,
+                            key,
+                            idx,
+                            category,
+                            fill_ticket(reason, ticket),
+                            self.call.from,
+                            at,
+                            external_ref,
+                            due_at.map(to_millis),
+                            recording_url
+                        ])?;
+                    let id = if inserted == 1 {
+                        tx.last_insert_rowid()
+                    } else {
+                        tx.prepare_cached(
+                            "SELECT id FROM tickets WHERE call_sid = ?1 AND request_key = ?2 AND idx = ?3",
+                        )?
+                        .query_row(params![sid, key, idx], |r| r.get(0))?
+                    };
+                    ticket = Some(TicketNumber(id));
+                }
+                Record::Notification {
+                    contact,
+                    address,
+                    subject,
+                    body,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        sid,
+                        ticket.map(|t| t.0),
+                        key,
+                        idx,
+                        contact,
+                        address,
+                        fill_ticket(subject, ticket),
+                        fill_ticket(body, ticket),
+                        at
+                    ])?;
+                }
+                Record::LinkTicket {
+                    ticket_id,
+                    relation,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO call_tickets (call_sid, ticket_id, relation, at) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![sid, ticket_id, relation, at])?;
+                    ticket = Some(TicketNumber(*ticket_id));
+                }
+                Record::Escalate { ticket_id } => {
+                    tx.prepare_cached(
+                        "UPDATE tickets SET status = 'escalated', escalated_at = ?1 \
+                         WHERE id = ?2 AND status = 'open'",
+                    )?
+                    .execute(params![at, ticket_id])?;
+                }
+                Record::Recording { url, .. } => {
+                    tx.prepare_cached("UPDATE calls SET recording_url = ?1 WHERE call_sid = ?2")?
+                        .execute(params![url, sid])?;
+                    if let Some(t) = ticket {
+                        tx.prepare_cached("UPDATE tickets SET recording_url = ?1 WHERE id = ?2")?
+                            .execute(params![url, t.0])?;
+                    }
+                }
+                Record::Outcome { value, replace } => {
+                    let sql = if *replace {
+                        "UPDATE calls SET outcome = ?1 WHERE call_sid = ?2"
+                    } else {
+                        "UPDATE calls SET outcome = COALESCE(outcome, ?1) WHERE call_sid = ?2"
+                    };
+                    tx.prepare_cached(sql)?.execute(params![value, sid])?;
+                }
+            }
+        }
+        if let Some(error) = &self.error {
+            tx.prepare_cached(
+                "UPDATE calls SET error_count = error_count + 1, last_error = ?1 WHERE call_sid = ?2",
+            )?
+            .execute(params![error, sid])?;
+        }
+        if let Some(t) = ticket {
+            tx.prepare_cached(
+                "UPDATE webhooks SET ticket_id = ?1 WHERE call_sid = ?2 AND request_key = ?3",
+            )?
+            .execute(params![t.0, sid, key])?;
+        }
+        Ok(Committed {
+            ticket,
+            replay: None,
+        })
+    }
+}
+
+struct OwnedStatus {
+    call: CallInfo,
+    status: String,
+    sequence: Option<i64>,
+    duration_seconds: Option<i64>,
+    at: i64,
+}
+
+impl OwnedStatus {
+    fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let sid = self.call.call_sid.as_str();
+        ensure_call(tx, &self.call, self.at, &self.status)?;
+        let (old_status, old_seq): (String, Option<i64>) = tx
+            .prepare_cached("SELECT status, status_seq FROM calls WHERE call_sid = ?1")?
+            .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let newer = match (self.sequence, old_seq) {
+            (Some(new), Some(old)) => new >= old,
+            _ => status_rank(&self.status) >= status_rank(&old_status),
+        };
+        let regresses = is_final_status(&old_status) && !is_final_status(&self.status);
+        if newer && !regresses {
+            let is_final = is_final_status(&self.status);
+            tx.prepare_cached(
+                "UPDATE calls SET status = ?1, status_seq = COALESCE(?2, status_seq), \
+                 duration_seconds = COALESCE(?3, duration_seconds), \
+                 ended_at = CASE WHEN ?4 THEN COALESCE(ended_at, ?5) ELSE ended_at END, \
+                 outcome = CASE WHEN ?4 THEN COALESCE(outcome, 'abandoned') ELSE outcome END \
+                 WHERE call_sid = ?6",
+            )?
+            .execute(params![
+                self.status,
+                self.sequence,
+                self.duration_seconds,
+                is_final,
+                self.at,
+                sid
+            ])?;
+        } else if self.duration_seconds.is_some() {
+            // A late callback may still carry the duration the final one lacked.
+            tx.prepare_cached(
+                "UPDATE calls SET duration_seconds = COALESCE(duration_seconds, ?1) WHERE call_sid = ?2",
+            )?
+            .execute(params![self.duration_seconds, sid])?;
+        }
+        Ok(())
+    }
+}
