@@ -27,7 +27,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -882,15 +881,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             ok &= met;
         }
     }
-    let mut stamp = String::new();
-    let _ = write!(
-        stamp,
+    report.line(format!(
         "run at {} (unix seconds)",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-    );
-    report.line(stamp);
+    ));
     if let Some(out) = &args.out {
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)?;

@@ -449,9 +449,9 @@ pub struct Journaled {
     db: Arc<dyn Store>,
     journal: Arc<Journal>,
     write_timeout: Duration,
-    last_override: Mutex<Option<OverrideState>>,
-    /// When the override was last read: within [`OVERRIDE_FRESH`] it is not read again.
-    override_read_at: Mutex<Option<std::time::Instant>>,
+    /// The last override read or set, and when it was read: within [`OVERRIDE_FRESH`] it
+    /// is not read again.
+    last_override: Mutex<(Option<OverrideState>, Option<std::time::Instant>)>,
 }
 
 /// How long an hours override read stays fresh. A manager's change on this instance applies
@@ -465,8 +465,7 @@ impl Journaled {
             db,
             journal,
             write_timeout,
-            last_override: Mutex::new(None),
-            override_read_at: Mutex::new(None),
+            last_override: Mutex::new((None, None)),
         }
     }
 
@@ -529,26 +528,23 @@ impl Store for Journaled {
     }
 
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
-        let cached = || *self.last_override.lock().unwrap_or_else(|e| e.into_inner());
-        let read_at = *self
-            .override_read_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let (cached, read_at) = *self.last_override.lock().unwrap_or_else(|e| e.into_inner());
         if read_at.is_some_and(|t| t.elapsed() < OVERRIDE_FRESH) {
-            return Ok(cached());
+            return Ok(cached);
         }
         match self.read("hours override", self.db.hours_override()).await {
             Ok(v) => {
-                *self.last_override.lock().unwrap_or_else(|e| e.into_inner()) = v;
-                *self
-                    .override_read_at
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+                *self.last_override.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (v, Some(std::time::Instant::now()));
                 Ok(v)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "hours override unreadable: using the last one read");
-                Ok(cached())
+                Ok(self
+                    .last_override
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0)
             }
         }
     }
@@ -559,7 +555,10 @@ impl Store for Journaled {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         self.db.set_hours_override(state, at).await?;
-        *self.last_override.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.last_override
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0 = state;
         Ok(())
     }
 
