@@ -571,48 +571,60 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         Ok(o) => o,
         Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), None).await,
     };
-    let has_ticket = match state.store.call_has_ticket(sid.as_str()).await {
-        Ok(t) => t,
-        Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
-    };
     let input = match input {
         Ok(i) => i,
         Err(e) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
     };
-    let mut env = env_for(state, ctx, now, over);
-    let call_state = CallState {
-        has_ticket,
+    // Whether the call has a ticket is looked up only when a node needs it.
+    let mut call_state = CallState {
+        has_ticket: None,
         seq: ctx.seq,
         vars: ctx.vars.clone(),
     };
-    let take_step = |env: &Env<'_>| {
+    let take_step = |facts: Option<&TicketFacts>, call_state: &CallState| {
+        let mut env = env_for(state, ctx, now, over);
+        env.facts = facts;
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            engine::step(&state.flows, env, call_state.clone(), input.clone())
+            engine::step(&state.flows, &env, call_state.clone(), input.clone())
         }))
     };
-    let mut stepped = take_step(&env);
-    // The step needs a ticket from the database: fetch it and take the step again.
-    let facts: TicketFacts;
-    if let Ok(Err(EngineError::NeedsLookup {
-        category,
-        external_ref,
-    })) = &stepped
-    {
-        let found = match state
-            .store
-            .find_external_ticket(category, external_ref)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
-        };
-        facts = TicketFacts {
-            category: category.clone(),
-            external_ref: external_ref.clone(),
-            found,
-        };
-        env.facts = Some(&facts);
-        stepped = take_step(&env);
+    let mut stepped = take_step(None, &call_state);
+    // The step needs a fact from the database: fetch it and take the step again (each
+    // fact at most once, so this ends).
+    let mut facts: Option<TicketFacts> = None;
+    loop {
+        match &stepped {
+            Ok(Err(EngineError::NeedsTicketState)) if call_state.has_ticket.is_none() => {
+                match state.store.call_has_ticket(sid.as_str()).await {
+                    Ok(t) => call_state.has_ticket = Some(t),
+                    Err(e) => {
+                        return error_route(state, ctx, Fault::Database, &e.to_string(), over).await
+                    }
+                }
+            }
+            Ok(Err(EngineError::NeedsLookup {
+                category,
+                external_ref,
+            })) if facts.is_none() => {
+                let found = match state
+                    .store
+                    .find_external_ticket(category, external_ref)
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(e) => {
+                        return error_route(state, ctx, Fault::Database, &e.to_string(), over).await
+                    }
+                };
+                facts = Some(TicketFacts {
+                    category: category.clone(),
+                    external_ref: external_ref.clone(),
+                    found,
+                });
+            }
+            _ => break,
+        }
+        stepped = take_step(facts.as_ref(), &call_state);
     }
     let step = match stepped {
         Ok(Ok(step)) => step,
@@ -735,7 +747,7 @@ async fn error_route(
     let now = state.now();
     let env = env_for(state, ctx, now, over);
     let call_state = CallState {
-        has_ticket: false,
+        has_ticket: Some(false),
         seq: ctx.seq,
         vars: Vars::new(),
     };

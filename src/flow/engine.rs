@@ -46,14 +46,27 @@ pub struct Env<'a> {
 }
 
 /// What the step knows about the call so far.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CallState {
-    /// Whether the call already has a ticket.
-    pub has_ticket: bool,
+    /// Whether the call already has a ticket; `None` when the edge has not looked it up:
+    /// the few nodes that need it then ask for it (`EngineError::NeedsTicketState`), so
+    /// that most steps are taken without reading the database.
+    pub has_ticket: Option<bool>,
     /// Sequence number of this webhook within the call (0 for the incoming call).
     pub seq: u32,
     /// Call variables.
     pub vars: Vars,
+}
+
+impl Default for CallState {
+    /// A new call: no ticket yet.
+    fn default() -> Self {
+        CallState {
+            has_ticket: Some(false),
+            seq: 0,
+            vars: Vars::default(),
+        }
+    }
 }
 
 /// Which question of an entry node a Gather answers.
@@ -237,6 +250,10 @@ pub enum EngineError {
         /// The variable.
         var: String,
     },
+    /// The step needs to know whether the call has a ticket: the edge looks it up and
+    /// steps again.
+    #[error("needs to know whether the call has a ticket")]
+    NeedsTicketState,
     /// The step needs to know about a partner ticket: the edge fetches it and steps again.
     #[error("needs the ticket for {category} {external_ref}")]
     NeedsLookup {
@@ -600,7 +617,7 @@ impl<'a> Run<'a, '_> {
                         due_at: None,
                         recording_url,
                     });
-                    self.state.has_ticket = true;
+                    self.state.has_ticket = Some(true);
                     self.record_step(&current, kind, "", None, format!("ticket {category}"));
                     current = next.clone();
                 }
@@ -680,7 +697,11 @@ impl<'a> Run<'a, '_> {
                 Node::Voicemail(v) => {
                     // The ticket is opened before the recording, so a guest who hangs up
                     // at the tone still leaves a ticket to call back.
-                    if let (Some((category, reason)), false) = (&v.ticket, self.state.has_ticket) {
+                    let has_ticket = match &v.ticket {
+                        Some(_) => self.state.has_ticket.ok_or(EngineError::NeedsTicketState)?,
+                        None => false,
+                    };
+                    if let (Some((category, reason)), false) = (&v.ticket, has_ticket) {
                         self.out.records.push(Record::Ticket {
                             category: category.clone(),
                             reason: self.render_for_staff(reason),
@@ -688,7 +709,7 @@ impl<'a> Run<'a, '_> {
                             due_at: None,
                             recording_url: None,
                         });
-                        self.state.has_ticket = true;
+                        self.state.has_ticket = Some(true);
                         self.record_step(&current, kind, "", None, format!("ticket {category}"));
                     }
                     let said = self.say(self.speak(&v.prompt));
@@ -785,7 +806,7 @@ impl<'a> Run<'a, '_> {
                                 due_at: Some(due),
                                 recording_url: None,
                             });
-                            self.state.has_ticket = true;
+                            self.state.has_ticket = Some(true);
                             self.set_ticket_vars(None, None, Some(due));
                             data.insert("due_at".into(), due.to_rfc3339());
                             (format!("opened a {} ticket", t.category), &t.new)
@@ -821,7 +842,7 @@ impl<'a> Run<'a, '_> {
                                 ticket_id: existing.id,
                                 relation: relation.into(),
                             });
-                            self.state.has_ticket = true;
+                            self.state.has_ticket = Some(true);
                             (result, next)
                         }
                     };
@@ -835,7 +856,7 @@ impl<'a> Run<'a, '_> {
                     };
                     self.out.actions.push(Action::Hangup);
                     self.record_step(&current, kind, &said, None, "hung up".into());
-                    let outcome = if self.state.has_ticket {
+                    let outcome = if self.state.has_ticket.ok_or(EngineError::NeedsTicketState)? {
                         "ticket_logged"
                     } else {
                         "self_service"

@@ -21,6 +21,9 @@ use tokio::sync::oneshot;
 /// Most webhooks committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 
+/// The longest the writer waits for more webhooks to join a group.
+const LINGER: Duration = Duration::from_micros(300);
+
 /// What a write job produced.
 enum Done {
     Step(Committed),
@@ -45,8 +48,33 @@ pub struct HotPath {
     _checkpoints: mpsc::Sender<()>,
 }
 
-/// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How often the checkpointer looks at the WAL and copies it into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// WAL frames (about 4 KiB each) above which the checkpointer, once a passive pass has
+/// copied nearly everything, briefly holds new commits back to start the WAL over.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+/// The writer's own checkpoint: only a backstop, should the checkpointer thread stop.
+const WRITER_AUTOCHECKPOINT: i64 = 262_144;
+
+/// Busy waits in small steps: SQLite's default handler sleeps up to 100 ms at a time,
+/// far longer than the other side of a hot-path lock is ever held.
+fn short_busy_waits(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_handler(Some(|attempt: i32| {
+        std::thread::sleep(Duration::from_micros(100));
+        attempt < 20_000
+    }))
+}
+
+/// One checkpoint pass: a passive copy of the WAL into the database, which never holds a
+/// commit back, then, only when the WAL has grown long, a restart of the WAL, which waits
+/// for the commit in progress and holds new ones back while it copies the last frames.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if log > WAL_RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
+}
 
 fn open(path: &Path, flags: OpenFlags, synchronous: SyncMode) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -76,12 +104,13 @@ impl HotPath {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             synchronous,
         )?;
-        // Checkpoints run on their own thread (PASSIVE: they never block the writer), so
-        // that commits do not wait for the WAL to be copied and synced; the writer's own
-        // automatic checkpoint stays as a backstop should the checkpointer fall behind.
-        writer.pragma_update(None, "wal_autocheckpoint", 8000)?;
+        // Checkpoints run on their own thread, so that commits do not wait for the WAL to
+        // be synced and copied; see [`checkpoint`].
+        writer.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)?;
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        short_busy_waits(&writer)?;
         let checkpointer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, synchronous)?;
+        short_busy_waits(&checkpointer)?;
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
         let (checkpoints, stop) = mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -89,9 +118,7 @@ impl HotPath {
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    if let Err(e) =
-                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = checkpoint(&checkpointer) {
                         tracing::debug!(error = %e, "checkpoint");
                     }
                 }
@@ -227,14 +254,27 @@ impl HotPath {
 /// The writer thread: group commit until every handle is gone.
 fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
+    let mut last_group = 0usize;
     while let Ok(first) = queue.recv() {
         group.push(first);
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+        drain_into(&queue, &mut group);
+        // Under concurrent load, wait a moment for more webhooks to join the group: each
+        // commit writes every page it touched once, so larger groups write fewer pages per
+        // step. A lone caller (the previous group had one job) is never kept waiting.
+        if last_group > 1 {
+            let until = std::time::Instant::now() + LINGER;
+            while group.len() < last_group.min(MAX_GROUP) {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match queue.recv_timeout(left) {
+                    Ok(job) => {
+                        group.push(job);
+                        drain_into(&queue, &mut group);
+                    }
+                    Err(_) => break,
+                }
             }
         }
+        last_group = group.len();
         // Webhooks that gave up waiting (journalled instead) are skipped.
         group.retain(|j| !j.reply.is_closed());
         match commit_group(&mut conn, &group) {
@@ -257,6 +297,15 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
                     let _ = job.reply.send(result);
                 }
             }
+        }
+    }
+}
+
+fn drain_into(queue: &mpsc::Receiver<WriteJob>, group: &mut Vec<WriteJob>) {
+    while group.len() < MAX_GROUP {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
         }
     }
 }
