@@ -299,6 +299,8 @@ async fn guarded_inner(
     event: &'static str,
     input: StepFn,
 ) -> TwiML {
+    // Shared with the task, not copied: the error route below needs it too.
+    let hook = std::sync::Arc::new(hook);
     let task = {
         let (state, hook) = (state.clone(), hook.clone());
         tokio::spawn(async move {

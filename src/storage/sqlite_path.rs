@@ -21,9 +21,6 @@ use tokio::sync::oneshot;
 /// Most webhooks committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 
-/// The longest the writer waits for more webhooks to join a group.
-const LINGER: Duration = Duration::from_micros(300);
-
 /// What a write job produced.
 enum Done {
     Step(Committed),
@@ -52,17 +49,25 @@ pub struct HotPath {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// WAL frames (about 4 KiB each) above which the checkpointer, once a passive pass has
 /// copied nearly everything, briefly holds new commits back to start the WAL over.
-const WAL_RESTART_FRAMES: i64 = 16_384;
+const WAL_RESTART_FRAMES: i64 = 32_768;
+/// The WAL file size kept after a restart.
+const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * 4120;
 /// The writer's own checkpoint: only a backstop, should the checkpointer thread stop.
 const WRITER_AUTOCHECKPOINT: i64 = 262_144;
 
-/// Busy waits in small steps: SQLite's default handler sleeps up to 100 ms at a time,
-/// far longer than the other side of a hot-path lock is ever held.
-fn short_busy_waits(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_handler(Some(|attempt: i32| {
-        std::thread::sleep(Duration::from_micros(100));
-        attempt < 20_000
-    }))
+/// Busy waits in 100 µs steps: SQLite's default handler sleeps up to 100 ms at a time, far
+/// longer than the other side of a hot-path lock is ever held. The writer waits up to 2 s
+/// (a restart of the WAL in progress) before its webhooks are journalled instead.
+fn writer_busy(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(100));
+    attempt < 20_000
+}
+
+/// The checkpointer waits up to 20 ms (the commit in progress, a manager's query): while a
+/// restart of the WAL waits, commits are held back, so it gives up early and tries again.
+fn checkpointer_busy(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(100));
+    attempt < 200
 }
 
 /// One checkpoint pass: a passive copy of the WAL into the database, which never holds a
@@ -71,6 +76,9 @@ fn short_busy_waits(conn: &Connection) -> rusqlite::Result<()> {
 fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if log > WAL_RESTART_FRAMES {
+        // A second passive pass first copies what was committed during the first, so
+        // that the restart, which holds commits back, has little left to copy.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
@@ -107,10 +115,12 @@ impl HotPath {
         // Checkpoints run on their own thread, so that commits do not wait for the WAL to
         // be synced and copied; see [`checkpoint`].
         writer.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)?;
-        writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        short_busy_waits(&writer)?;
+        // The WAL file is kept at its working size (a little over the restart point), not
+        // truncated at each restart: truncating and growing it again stalls the writer.
+        writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+        writer.busy_handler(Some(writer_busy))?;
         let checkpointer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, synchronous)?;
-        short_busy_waits(&checkpointer)?;
+        checkpointer.busy_handler(Some(checkpointer_busy))?;
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
         let (checkpoints, stop) = mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -254,27 +264,9 @@ impl HotPath {
 /// The writer thread: group commit until every handle is gone.
 fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
-    let mut last_group = 0usize;
     while let Ok(first) = queue.recv() {
         group.push(first);
         drain_into(&queue, &mut group);
-        // Under concurrent load, wait a moment for more webhooks to join the group: each
-        // commit writes every page it touched once, so larger groups write fewer pages per
-        // step. A lone caller (the previous group had one job) is never kept waiting.
-        if last_group > 1 {
-            let until = std::time::Instant::now() + LINGER;
-            while group.len() < last_group.min(MAX_GROUP) {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                match queue.recv_timeout(left) {
-                    Ok(job) => {
-                        group.push(job);
-                        drain_into(&queue, &mut group);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        last_group = group.len();
         // Webhooks that gave up waiting (journalled instead) are skipped.
         group.retain(|j| !j.reply.is_closed());
         match commit_group(&mut conn, &group) {
