@@ -174,6 +174,32 @@ async fn calls_are_listed_newest_first_with_filters() {
         ),
         [sids[1].clone()]
     );
+    // A category over a bounded range is answered from the tickets of that range: the
+    // calls' own start times still decide.
+    assert_eq!(
+        sids_of(
+            &app.api("/api/calls?category=Initial&line=store&since=2026-11-23&until=2026-11-26")
+                .await
+        ),
+        [sids[0].clone()]
+    );
+    assert_eq!(
+        sids_of(
+            &app.api("/api/calls?category=OOM&since=2026-11-25&until=2026-11-26")
+                .await
+        ),
+        [sids[2].clone()]
+    );
+    assert!(sids_of(
+        &app.api("/api/calls?category=OOM&since=2026-11-23&until=2026-11-25T12:00:00Z")
+            .await
+    )
+    .is_empty());
+    assert!(sids_of(
+        &app.api("/api/calls?category=Initial&since=2026-11-24&until=2026-11-26")
+            .await
+    )
+    .is_empty());
 }
 
 #[tokio::test]
