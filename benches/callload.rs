@@ -247,6 +247,43 @@ impl Client {
     }
 }
 
+/// A sample of the server's `/metrics`, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// What the server's own metrics say about its write path over the whole run.
+async fn write_path_figures(addr: SocketAddr) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let body = send.send_request(req).await?.into_body().collect().await?;
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    let commits = sample(&text, "ivr_db_commit_group_size_count");
+    let webhooks = sample(&text, "ivr_db_commit_group_size_sum");
+    let restarts = sample(&text, "ivr_db_wal_restart_seconds_count");
+    let held = sample(&text, "ivr_db_wal_restart_seconds_sum");
+    Ok(format!(
+        "write path: {commits:.0} commits, {:.1} webhooks per commit on average; {restarts:.0} WAL restarts ({:.0} gave up), holding commits back {:.1} ms on average; {:.0} checkpoint errors",
+        webhooks / commits.max(1.0),
+        sample(&text, r#"ivr_db_wal_restarts_total{result="gave_up"}"#),
+        held * 1000.0 / restarts.max(1.0),
+        sample(&text, "ivr_db_checkpoint_errors_total"),
+    ))
+}
+
 /// The parameters Twilio sends with every voice webhook, for one call.
 fn call_params(sid: &str, status: &str) -> Vec<(String, String)> {
     [
@@ -825,6 +862,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if let Some(e) = &f.first_error {
             report.line(format!("first error: {e}"));
         }
+    }
+    match write_path_figures(server.addr).await {
+        Ok(line) => report.line(line),
+        Err(e) => report.line(format!("write path: metrics not read ({e})")),
     }
     let stopped = server.stop()?;
     let check = check_database(&dir.path().join("ivr.db"), &acked).await?;

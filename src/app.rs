@@ -149,6 +149,9 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     };
     let last_resort = last_resort_twiml(&config, &style, true, 1);
     let metrics = crate::metrics::Metrics::new().context("registering metrics")?;
+    for c in db.collectors() {
+        metrics.register(c).context("registering metrics")?;
+    }
     let journal = Arc::new(
         storage::Journal::open(&config.journal_path, metrics.clone())
             .with_context(|| format!("opening the journal {}", config.journal_path.display()))?,

@@ -119,6 +119,11 @@ impl Metrics {
         })
     }
 
+    /// Adds metrics kept elsewhere (the storage's) to the registry.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     /// Counts a webhook answer.
     pub fn webhook(&self, endpoint: &str, result: &str) {
         self.webhooks.with_label_values(&[endpoint, result]).inc();

@@ -319,6 +319,11 @@ async fn metrics_count_webhooks_nodes_errors_tickets_and_latency() {
             3.0,
         ),
         ("ivr_database_degraded", 0.0),
+        // Four webhooks recorded one after another: four commits of one.
+        ("ivr_db_commit_group_size_count", 4.0),
+        ("ivr_db_commit_group_size_sum", 4.0),
+        (r#"ivr_db_commit_group_size_bucket{le="1"}"#, 4.0),
+        ("ivr_db_checkpoint_errors_total", 0.0),
     ];
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");

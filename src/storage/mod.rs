@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The journal could not be written or read.
     #[error("journal: {0}")]
     Journal(std::io::Error),
+    /// The storage's metrics could not be created.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 impl StoreError {
@@ -78,7 +81,10 @@ impl StoreError {
                 }
                 _ => false,
             },
-            StoreError::Migrate(_) | StoreError::Unsupported(_) | StoreError::Journal(_) => false,
+            StoreError::Migrate(_)
+            | StoreError::Unsupported(_)
+            | StoreError::Journal(_)
+            | StoreError::Metrics(_) => false,
         }
     }
 }
@@ -313,6 +319,10 @@ pub struct CallDetail {
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
+    /// The storage's own metrics, for the server's registry (none by default).
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
     /// The manager's hours override.

@@ -230,6 +230,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.hot.metrics().collectors()
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)

@@ -12,6 +12,7 @@
 use super::*;
 use crate::config::SqliteSync as SyncMode;
 use crate::records::StepRecord;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -43,6 +44,70 @@ pub struct HotPath {
     reads: mpsc::Sender<ReadJob>,
     /// Dropped with the last handle: the checkpointer then stops.
     _checkpoints: mpsc::Sender<()>,
+    metrics: WriteMetrics,
+}
+
+/// What the write path tells an operator (`/metrics`): how many webhooks each commit
+/// carried, and how often and for how long a restart of the WAL held commits back.
+#[derive(Clone)]
+pub struct WriteMetrics {
+    /// Webhooks per committed transaction.
+    pub group_size: Histogram,
+    /// Restarts of the WAL, by result: `done`, or `gave_up` when a reader held on.
+    pub wal_restarts: IntCounterVec,
+    /// How long each restart of the WAL held commits back.
+    pub wal_restart_seconds: Histogram,
+    /// Checkpoint passes that failed.
+    pub checkpoint_errors: IntCounter,
+}
+
+impl std::fmt::Debug for WriteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteMetrics")
+    }
+}
+
+impl WriteMetrics {
+    fn new() -> prometheus::Result<Self> {
+        let sizes = (0..10).map(|i| f64::from(1u32 << i)).collect();
+        Ok(Self {
+            group_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "db_commit_group_size",
+                    "Webhooks committed together in one transaction",
+                )
+                .buckets(sizes),
+            )?,
+            wal_restarts: IntCounterVec::new(
+                Opts::new(
+                    "db_wal_restarts_total",
+                    "Restarts of the SQLite WAL, by result",
+                ),
+                &["result"],
+            )?,
+            wal_restart_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "db_wal_restart_seconds",
+                    "Time a restart of the SQLite WAL held commits back",
+                )
+                .buckets(vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25]),
+            )?,
+            checkpoint_errors: IntCounter::new(
+                "db_checkpoint_errors_total",
+                "SQLite checkpoint passes that failed",
+            )?,
+        })
+    }
+
+    /// The collectors, for the server's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.group_size.clone()),
+            Box::new(self.wal_restarts.clone()),
+            Box::new(self.wal_restart_seconds.clone()),
+            Box::new(self.checkpoint_errors.clone()),
+        ]
+    }
 }
 
 /// How often the checkpointer looks at the WAL and copies it into the database.
@@ -73,13 +138,19 @@ fn checkpointer_busy(attempt: i32) -> bool {
 /// One checkpoint pass: a passive copy of the WAL into the database, which never holds a
 /// commit back, then, only when the WAL has grown long, a restart of the WAL, which waits
 /// for the commit in progress and holds new ones back while it copies the last frames.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+fn checkpoint(conn: &Connection, metrics: &WriteMetrics) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if log > WAL_RESTART_FRAMES {
         // A second passive pass first copies what was committed during the first, so
         // that the restart, which holds commits back, has little left to copy.
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        let started = std::time::Instant::now();
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+        metrics
+            .wal_restart_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let result = if busy == 0 { "done" } else { "gave_up" };
+        metrics.wal_restarts.with_label_values(&[result]).inc();
     }
     Ok(())
 }
@@ -122,13 +193,16 @@ impl HotPath {
         let checkpointer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, synchronous)?;
         checkpointer.busy_handler(Some(checkpointer_busy))?;
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
+        let metrics = WriteMetrics::new()?;
+        let checkpoint_metrics = metrics.clone();
         let (checkpoints, stop) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    if let Err(e) = checkpoint(&checkpointer) {
+                    if let Err(e) = checkpoint(&checkpointer, &checkpoint_metrics) {
+                        checkpoint_metrics.checkpoint_errors.inc();
                         tracing::debug!(error = %e, "checkpoint");
                     }
                 }
@@ -138,7 +212,10 @@ impl HotPath {
         let (reads, read_queue) = mpsc::channel::<ReadJob>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, write_queue))
+            .spawn({
+                let metrics = metrics.clone();
+                move || write_loop(writer, write_queue, &metrics)
+            })
             .map_err(StoreError::Journal)?;
         std::thread::Builder::new()
             .name("sqlite-reader".into())
@@ -152,7 +229,13 @@ impl HotPath {
             writes,
             reads,
             _checkpoints: checkpoints,
+            metrics,
         })
+    }
+
+    /// The write path's metrics.
+    pub fn metrics(&self) -> &WriteMetrics {
+        &self.metrics
     }
 
     async fn write(&self, apply: Apply) -> StoreResult<Done> {
@@ -262,7 +345,7 @@ impl HotPath {
 }
 
 /// The writer thread: group commit until every handle is gone.
-fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, metrics: &WriteMetrics) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = queue.recv() {
         group.push(first);
@@ -271,6 +354,9 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
         group.retain(|j| !j.reply.is_closed());
         match commit_group(&mut conn, &group) {
             Ok(results) => {
+                if !group.is_empty() {
+                    metrics.group_size.observe(group.len() as f64);
+                }
                 for (job, done) in group.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(done));
                 }
@@ -286,6 +372,9 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
                     let result = commit_group(&mut conn, std::slice::from_ref(&job))
                         .map_err(StoreError::from)
                         .and_then(|mut r| r.pop().ok_or(StoreError::WriterGone));
+                    if result.is_ok() {
+                        metrics.group_size.observe(1.0);
+                    }
                     let _ = job.reply.send(result);
                 }
             }
