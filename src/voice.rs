@@ -595,36 +595,30 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
     // fact at most once, so this ends).
     let mut facts: Option<TicketFacts> = None;
     loop {
-        match &stepped {
-            Ok(Err(EngineError::NeedsTicketState)) if call_state.has_ticket.is_none() => {
-                match state.store.call_has_ticket(sid.as_str()).await {
-                    Ok(t) => call_state.has_ticket = Some(t),
-                    Err(e) => {
-                        return error_route(state, ctx, Fault::Database, &e.to_string(), over).await
-                    }
-                }
-            }
+        let fetched = match &stepped {
+            Ok(Err(EngineError::NeedsTicketState)) if call_state.has_ticket.is_none() => state
+                .store
+                .call_has_ticket(sid.as_str())
+                .await
+                .map(|t| call_state.has_ticket = Some(t)),
             Ok(Err(EngineError::NeedsLookup {
                 category,
                 external_ref,
-            })) if facts.is_none() => {
-                let found = match state
-                    .store
-                    .find_external_ticket(category, external_ref)
-                    .await
-                {
-                    Ok(found) => found,
-                    Err(e) => {
-                        return error_route(state, ctx, Fault::Database, &e.to_string(), over).await
-                    }
-                };
-                facts = Some(TicketFacts {
-                    category: category.clone(),
-                    external_ref: external_ref.clone(),
-                    found,
-                });
-            }
+            })) if facts.is_none() => state
+                .store
+                .find_external_ticket(category, external_ref)
+                .await
+                .map(|found| {
+                    facts = Some(TicketFacts {
+                        category: category.clone(),
+                        external_ref: external_ref.clone(),
+                        found,
+                    })
+                }),
             _ => break,
+        };
+        if let Err(e) = fetched {
+            return error_route(state, ctx, Fault::Database, &e.to_string(), over).await;
         }
         stepped = take_step(facts.as_ref(), &call_state);
     }

@@ -355,6 +355,11 @@ struct Run<'a, 'e> {
 }
 
 impl<'a> Run<'a, '_> {
+    /// Whether the call has a ticket; the edge is asked to look it up when it has not.
+    fn has_ticket(&self) -> Result<bool, EngineError> {
+        self.state.has_ticket.ok_or(EngineError::NeedsTicketState)
+    }
+
     fn node(&self, r: &NodeRef) -> Result<&'a Node, EngineError> {
         self.flows
             .node(r)
@@ -697,20 +702,24 @@ impl<'a> Run<'a, '_> {
                 Node::Voicemail(v) => {
                     // The ticket is opened before the recording, so a guest who hangs up
                     // at the tone still leaves a ticket to call back.
-                    let has_ticket = match &v.ticket {
-                        Some(_) => self.state.has_ticket.ok_or(EngineError::NeedsTicketState)?,
-                        None => false,
-                    };
-                    if let (Some((category, reason)), false) = (&v.ticket, has_ticket) {
-                        self.out.records.push(Record::Ticket {
-                            category: category.clone(),
-                            reason: self.render_for_staff(reason),
-                            external_ref: None,
-                            due_at: None,
-                            recording_url: None,
-                        });
-                        self.state.has_ticket = Some(true);
-                        self.record_step(&current, kind, "", None, format!("ticket {category}"));
+                    if let Some((category, reason)) = &v.ticket {
+                        if !self.has_ticket()? {
+                            self.out.records.push(Record::Ticket {
+                                category: category.clone(),
+                                reason: self.render_for_staff(reason),
+                                external_ref: None,
+                                due_at: None,
+                                recording_url: None,
+                            });
+                            self.state.has_ticket = Some(true);
+                            self.record_step(
+                                &current,
+                                kind,
+                                "",
+                                None,
+                                format!("ticket {category}"),
+                            );
+                        }
                     }
                     let said = self.say(self.speak(&v.prompt));
                     self.out.actions.push(Action::Record {
@@ -856,7 +865,7 @@ impl<'a> Run<'a, '_> {
                     };
                     self.out.actions.push(Action::Hangup);
                     self.record_step(&current, kind, &said, None, "hung up".into());
-                    let outcome = if self.state.has_ticket.ok_or(EngineError::NeedsTicketState)? {
+                    let outcome = if self.has_ticket()? {
                         "ticket_logged"
                     } else {
                         "self_service"

@@ -112,7 +112,6 @@ fn forget_data(json: &str) -> String {
     }
 }
 
-/// The query of a page of calls; `prefix` is empty, or `EXPLAIN QUERY PLAN `.
 /// How a ticket's time relates to its call's start: a ticket is opened by a webhook of the
 /// call, so no earlier than the call's first record (less an hour for the clocks of several
 /// instances and a journal replayed out of order) and no later than the longest call the
@@ -120,6 +119,7 @@ fn forget_data(json: &str) -> String {
 const TICKET_AFTER_START: (chrono::Duration, chrono::Duration) =
     (chrono::Duration::hours(1), chrono::Duration::hours(25));
 
+/// The query of a page of calls; `prefix` is empty, or `EXPLAIN QUERY PLAN `.
 fn calls_query(prefix: &str, q: &CallQuery) -> QueryBuilder<'static, Sqlite> {
     let mut b: QueryBuilder<'static, Sqlite> = QueryBuilder::new(format!(
         "{prefix}SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"

@@ -115,8 +115,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// WAL frames (about 4 KiB each) above which the checkpointer, once a passive pass has
 /// copied nearly everything, briefly holds new commits back to start the WAL over.
 const WAL_RESTART_FRAMES: i64 = 32_768;
-/// The WAL file size kept after a restart.
-const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * 4120;
+/// The WAL file size kept after a restart: a quarter over the restart point, in frames of
+/// a 24-byte header and a 4 KiB page (SQLite's default page size, which this schema keeps).
+const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * (24 + 4096);
 /// The writer's own checkpoint: only a backstop, should the checkpointer thread stop.
 const WRITER_AUTOCHECKPOINT: i64 = 262_144;
 
@@ -352,11 +353,12 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, metrics: &W
         drain_into(&queue, &mut group);
         // Webhooks that gave up waiting (journalled instead) are skipped.
         group.retain(|j| !j.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         match commit_group(&mut conn, &group) {
             Ok(results) => {
-                if !group.is_empty() {
-                    metrics.group_size.observe(group.len() as f64);
-                }
+                metrics.group_size.observe(group.len() as f64);
                 for (job, done) in group.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(done));
                 }
