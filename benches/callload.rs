@@ -417,13 +417,7 @@ async fn step(
 }
 
 /// Complete calls, one after another, until the phase ends.
-async fn caller(
-    addr: SocketAddr,
-    public: String,
-    id: usize,
-    serial: Arc<AtomicU64>,
-    pace: Pace,
-) -> Tally {
+async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: Pace) -> Tally {
     let mut client = Client::new(addr);
     let mut tally = Tally::default();
     'calls: loop {
@@ -431,7 +425,8 @@ async fn caller(
             break;
         }
         let n = serial.fetch_add(1, Ordering::Relaxed);
-        let sid = format!("CA{id:04x}{n:028x}");
+        // Twilio's CallSids look random: so do these, the serial number keeping them unique.
+        let sid = format!("CA{:016x}{n:016x}", fastrand::u64(..));
         let base = call_params(&sid, "in-progress");
         let mut acks = Acks::default();
         let mut url = format!("{public}/voice/incoming");
@@ -609,7 +604,7 @@ async fn phase(
         rate: rate.map(|r| (r, Arc::new(AtomicU64::new(0)))),
     };
     let mut tasks = Vec::new();
-    for id in 0..args.callers {
+    for _ in 0..args.callers {
         let pace = pace.clone();
         if bare_endpoint {
             tasks.push(tokio::spawn(bare(server.addr, pace)));
@@ -617,7 +612,6 @@ async fn phase(
             tasks.push(tokio::spawn(caller(
                 server.addr,
                 server.public.clone(),
-                id,
                 serial.clone(),
                 pace,
             )));
@@ -645,9 +639,12 @@ async fn check_database(db: &Path, acked: &HashMap<String, Acks>) -> anyhow::Res
         .connect()
         .await?;
     let mut found: BTreeMap<String, Acks> = BTreeMap::new();
-    for row in sqlx::query("SELECT call_sid, count(*) FROM webhooks GROUP BY call_sid")
-        .fetch_all(&mut conn)
-        .await?
+    for row in sqlx::query(
+        "SELECT c.call_sid, count(*) FROM webhooks w JOIN calls c ON c.id = w.call_id \
+         GROUP BY c.call_sid",
+    )
+    .fetch_all(&mut conn)
+    .await?
     {
         found.entry(row.try_get(0)?).or_default().hooks = row.try_get::<i64, _>(1)? as u32;
     }

@@ -118,13 +118,15 @@ async fn read_back(db: &std::path::Path) -> Found {
         .connect()
         .await
         .expect("open the database");
-    let webhooks = sqlx::query("SELECT call_sid, request_key FROM webhooks")
-        .fetch_all(&mut conn)
-        .await
-        .expect("webhooks")
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-        .collect();
+    let webhooks = sqlx::query(
+        "SELECT c.call_sid, w.request_key FROM webhooks w JOIN calls c ON c.id = w.call_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("webhooks")
+    .iter()
+    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+    .collect();
     let tickets = sqlx::query("SELECT call_sid, count(*) FROM tickets GROUP BY call_sid")
         .fetch_all(&mut conn)
         .await
@@ -140,8 +142,8 @@ async fn read_back(db: &std::path::Path) -> Found {
         .map(|r| r.get::<String, _>(0))
         .collect();
     let duplicated_steps: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT call_sid, node, request_key FROM steps \
-         GROUP BY call_sid, node, request_key HAVING count(*) > 1)",
+        "SELECT count(*) FROM (SELECT call_id, node, request_key FROM steps \
+         GROUP BY call_id, node, request_key HAVING count(*) > 1)",
     )
     .fetch_one(&mut conn)
     .await

@@ -61,7 +61,10 @@ async fn after_the_retention_days_a_call_forgets_its_callers_number_and_recordin
     );
     let answers = count_rows(
         &app.db_path,
-        &format!("SELECT count(*) FROM webhooks WHERE call_sid = '{old}'"),
+        &format!(
+            "SELECT count(*) FROM webhooks JOIN calls ON calls.id = webhooks.call_id \
+             WHERE calls.call_sid = '{old}'"
+        ),
     )
     .await;
     assert_eq!(answers, 0, "stored answers of the old call are gone");

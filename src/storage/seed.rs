@@ -116,6 +116,7 @@ pub fn seed_sqlite(
                 duration,
                 outcome
             ])?;
+            let call = tx.last_insert_rowid();
             for (i, (node, kind, digits, result)) in [
                 ("menu", "menu", None, "offered"),
                 ("menu", "menu", Some("1"), "pressed 1"),
@@ -128,15 +129,15 @@ pub fn seed_sqlite(
                 let key = format!("{i}:seed");
                 let at = started + i as i64 * 5_000;
                 tx.prepare_cached(
-                    "INSERT INTO webhooks (call_sid, request_key, at, answer) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO webhooks (call_id, request_key, at, answer) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![sid, key, at, "<Response/>"])?;
+                .execute(params![call, key, at, "<Response/>"])?;
                 tx.prepare_cached(
-                    "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result) \
+                    "INSERT INTO steps (call_id, request_key, idx, at, node, kind, said, digits, result) \
                      VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
-                    sid,
+                    call,
                     key,
                     at,
                     format!("{flow}.{node}"),

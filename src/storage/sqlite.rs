@@ -304,7 +304,8 @@ impl Store for SqliteStore {
         };
         let call = call_view(&row)?;
         let steps = sqlx::query(
-            "SELECT at, node, kind, said, digits, result, data FROM steps WHERE call_sid = ? ORDER BY id",
+            "SELECT at, node, kind, said, digits, result, data FROM steps \
+             WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY id",
         )
         .bind(call_sid)
         .fetch_all(&self.reader)
@@ -433,11 +434,13 @@ impl Store for SqliteStore {
                     .bind(&sid)
                     .execute(&mut *tx)
                     .await?;
-                let steps =
-                    sqlx::query("SELECT id, said, digits, data FROM steps WHERE call_sid = ?")
-                        .bind(&sid)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let steps = sqlx::query(
+                    "SELECT id, said, digits, data FROM steps \
+                         WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?)",
+                )
+                .bind(&sid)
+                .fetch_all(&mut *tx)
+                .await?;
                 for step in &steps {
                     let digits: Option<String> = step.try_get("digits")?;
                     sqlx::query("UPDATE steps SET said = ?, digits = ?, data = ? WHERE id = ?")
@@ -465,7 +468,9 @@ impl Store for SqliteStore {
                         .await?;
                 }
                 // Stored answers replay retries, long over; they hold read-backs and call variables.
-                sqlx::query("DELETE FROM webhooks WHERE call_sid = ?")
+                sqlx::query(
+                    "DELETE FROM webhooks WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?)",
+                )
                     .bind(&sid)
                     .execute(&mut *tx)
                     .await?;

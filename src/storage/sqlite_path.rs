@@ -412,15 +412,19 @@ struct OwnedStep {
     answer: String,
 }
 
-fn ensure_call(
-    tx: &Transaction<'_>,
-    call: &CallInfo,
-    at: i64,
-    status: &str,
-) -> rusqlite::Result<()> {
+/// The call's row number (see migration 0006), its row first written if this is its first
+/// webhook or callback.
+fn call_id(tx: &Transaction<'_>, call: &CallInfo, at: i64, status: &str) -> rusqlite::Result<i64> {
+    let known = tx
+        .prepare_cached("SELECT id FROM calls WHERE call_sid = ?1")?
+        .query_row([&call.call_sid], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
     tx.prepare_cached(
         "INSERT INTO calls (call_sid, line, store_name, from_number, to_number, flow, flow_version, started_at, status) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (call_sid) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         call.call_sid,
@@ -433,7 +437,7 @@ fn ensure_call(
         at,
         status
     ])?;
-    Ok(())
+    Ok(tx.last_insert_rowid())
 }
 
 fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> std::borrow::Cow<'_, str> {
@@ -452,20 +456,20 @@ impl OwnedStep {
             self.request_key.as_str(),
             self.at,
         );
-        ensure_call(tx, &self.call, at, "in-progress")?;
+        let call = call_id(tx, &self.call, at, "in-progress")?;
         let fresh = tx
             .prepare_cached(
-                "INSERT INTO webhooks (call_sid, request_key, at, answer) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO webhooks (call_id, request_key, at, answer) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT DO NOTHING",
             )?
-            .execute(params![sid, key, at, self.answer])?
+            .execute(params![call, key, at, self.answer])?
             == 1;
         if !fresh {
             return tx
                 .prepare_cached(
-                    "SELECT ticket_id, answer FROM webhooks WHERE call_sid = ?1 AND request_key = ?2",
+                    "SELECT ticket_id, answer FROM webhooks WHERE call_id = ?1 AND request_key = ?2",
                 )?
-                .query_row(params![sid, key], |r| {
+                .query_row(params![call, key], |r| {
                     Ok(Committed {
                         ticket: r.get::<_, Option<i64>>(0)?.map(TicketNumber),
                         replay: Some(r.get(1)?),
@@ -493,11 +497,11 @@ impl OwnedStep {
                         serde_json::to_string(data).ok()
                     };
                     tx.prepare_cached(
-                        "INSERT INTO steps (call_sid, request_key, idx, at, node, kind, said, digits, result, data) \
+                        "INSERT INTO steps (call_id, request_key, idx, at, node, kind, said, digits, result, data) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
-                        sid,
+                        call,
                         key,
                         idx,
                         at,
@@ -585,8 +589,8 @@ impl OwnedStep {
                     .execute(params![at, ticket_id])?;
                 }
                 Record::Recording { url, .. } => {
-                    tx.prepare_cached("UPDATE calls SET recording_url = ?1 WHERE call_sid = ?2")?
-                        .execute(params![url, sid])?;
+                    tx.prepare_cached("UPDATE calls SET recording_url = ?1 WHERE id = ?2")?
+                        .execute(params![url, call])?;
                     if let Some(t) = ticket {
                         tx.prepare_cached("UPDATE tickets SET recording_url = ?1 WHERE id = ?2")?
                             .execute(params![url, t.0])?;
@@ -594,25 +598,25 @@ impl OwnedStep {
                 }
                 Record::Outcome { value, replace } => {
                     let sql = if *replace {
-                        "UPDATE calls SET outcome = ?1 WHERE call_sid = ?2"
+                        "UPDATE calls SET outcome = ?1 WHERE id = ?2"
                     } else {
-                        "UPDATE calls SET outcome = COALESCE(outcome, ?1) WHERE call_sid = ?2"
+                        "UPDATE calls SET outcome = COALESCE(outcome, ?1) WHERE id = ?2"
                     };
-                    tx.prepare_cached(sql)?.execute(params![value, sid])?;
+                    tx.prepare_cached(sql)?.execute(params![value, call])?;
                 }
             }
         }
         if let Some(error) = &self.error {
             tx.prepare_cached(
-                "UPDATE calls SET error_count = error_count + 1, last_error = ?1 WHERE call_sid = ?2",
+                "UPDATE calls SET error_count = error_count + 1, last_error = ?1 WHERE id = ?2",
             )?
-            .execute(params![error, sid])?;
+            .execute(params![error, call])?;
         }
         if let Some(t) = ticket {
             tx.prepare_cached(
-                "UPDATE webhooks SET ticket_id = ?1 WHERE call_sid = ?2 AND request_key = ?3",
+                "UPDATE webhooks SET ticket_id = ?1 WHERE call_id = ?2 AND request_key = ?3",
             )?
-            .execute(params![t.0, sid, key])?;
+            .execute(params![t.0, call, key])?;
         }
         Ok(Committed {
             ticket,
@@ -631,11 +635,10 @@ struct OwnedStatus {
 
 impl OwnedStatus {
     fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let sid = self.call.call_sid.as_str();
-        ensure_call(tx, &self.call, self.at, &self.status)?;
+        let call = call_id(tx, &self.call, self.at, &self.status)?;
         let (old_status, old_seq): (String, Option<i64>) = tx
-            .prepare_cached("SELECT status, status_seq FROM calls WHERE call_sid = ?1")?
-            .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .prepare_cached("SELECT status, status_seq FROM calls WHERE id = ?1")?
+            .query_row([call], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let newer = match (self.sequence, old_seq) {
             (Some(new), Some(old)) => new >= old,
             _ => status_rank(&self.status) >= status_rank(&old_status),
@@ -648,7 +651,7 @@ impl OwnedStatus {
                  duration_seconds = COALESCE(?3, duration_seconds), \
                  ended_at = CASE WHEN ?4 THEN COALESCE(ended_at, ?5) ELSE ended_at END, \
                  outcome = CASE WHEN ?4 THEN COALESCE(outcome, 'abandoned') ELSE outcome END \
-                 WHERE call_sid = ?6",
+                 WHERE id = ?6",
             )?
             .execute(params![
                 self.status,
@@ -656,14 +659,14 @@ impl OwnedStatus {
                 self.duration_seconds,
                 is_final,
                 self.at,
-                sid
+                call
             ])?;
         } else if self.duration_seconds.is_some() {
             // A late callback may still carry the duration the final one lacked.
             tx.prepare_cached(
-                "UPDATE calls SET duration_seconds = COALESCE(duration_seconds, ?1) WHERE call_sid = ?2",
+                "UPDATE calls SET duration_seconds = COALESCE(duration_seconds, ?1) WHERE id = ?2",
             )?
-            .execute(params![self.duration_seconds, sid])?;
+            .execute(params![self.duration_seconds, call])?;
         }
         Ok(())
     }

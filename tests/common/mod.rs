@@ -124,6 +124,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Leave IVR_PUBLIC_URL unset: the server signs-checks against its Host header.
     pub host_header_only: bool,
+    /// An existing database file to serve instead of a new one.
+    pub database: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -134,6 +136,7 @@ impl Default for Options {
             api_token: Some(API_TOKEN),
             public_url: None,
             host_header_only: false,
+            database: None,
         }
     }
 }
@@ -175,7 +178,10 @@ pub async fn spawn_at(now: DateTime<Utc>) -> TestApp {
 pub async fn spawn_with(opts: Options) -> TestApp {
     privacy::capture_logs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db_path = dir.path().join("ivr.db");
+    let db_path = opts
+        .database
+        .clone()
+        .unwrap_or_else(|| dir.path().join("ivr.db"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
