@@ -21,6 +21,11 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+
+/// The load generator shares the machine with the server: it uses the server's allocator, so
+/// that glibc's malloc does not take cores the server could use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -736,6 +741,50 @@ async fn startup(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<(f
     Ok((answered.as_secs_f64() * 1000.0, rss))
 }
 
+/// Start-up after a crash: the server killed (SIGKILL) two seconds into full-speed load,
+/// then started on what it left, which means reading the WAL back.
+async fn crash_startup(
+    bin: &Path,
+    dir: &Path,
+    args: &Args,
+    serial: &Arc<AtomicU64>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut server = Server::spawn(bin, dir, &args.synchronous)?;
+    let ready = Instant::now();
+    while tokio::net::TcpStream::connect(server.addr).await.is_err() {
+        if ready.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!("the server did not listen within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let pace = Pace {
+        start,
+        end: start + Duration::from_secs(10),
+        rate: None,
+    };
+    let callers: Vec<_> = (0..args.callers)
+        .map(|_| {
+            tokio::spawn(caller(
+                server.addr,
+                server.public.clone(),
+                serial.clone(),
+                pace.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.child.kill()?;
+    server.child.wait()?;
+    // Each caller stops at its first refused connection.
+    for c in callers {
+        let _ = c.await;
+    }
+    let wal_mb = std::fs::metadata(dir.join("ivr.db-wal")).map_or(0, |m| m.len()) as f64 / 1e6;
+    let (ms, _) = startup(bin, dir, &args.synchronous).await?;
+    Ok((ms, wal_mb))
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -881,6 +930,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "start-up to the first answered webhook on the existing {db_mb:.0} MB database: {} ms (median {:.0} ms, max {startup_max:.0} ms)",
         times.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(", "),
         times.get(times.len() / 2).copied().unwrap_or(0.0),
+    ));
+
+    let (crash_ms, wal_mb) = crash_startup(&bin, dir.path(), &args, &serial).await?;
+    report.line(format!(
+        "start-up after a kill -9 at full speed (the WAL file left: {wal_mb:.0} MB): {crash_ms:.0} ms"
     ));
 
     let errors = bare_f.errors + full_f.errors + paced_f.errors;

@@ -333,6 +333,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .unwrap_or(0);
+    if let Err(e) = state.db.close().await {
+        // Not lost: the WAL is read back at the next start, only more slowly.
+        tracing::warn!(error = %e, "database not closed cleanly");
+    }
     tracing::info!(
         journal_replayed = replayed,
         journal_left = state.journal.depth(),

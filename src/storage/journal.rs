@@ -527,6 +527,10 @@ impl Store for Journaled {
         self.read("ping", self.db.ping()).await
     }
 
+    async fn close(&self) -> StoreResult<()> {
+        self.db.close().await
+    }
+
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
         let (cached, read_at) = *self.last_override.lock().unwrap_or_else(|e| e.into_inner());
         if read_at.is_some_and(|t| t.elapsed() < OVERRIDE_FRESH) {

@@ -325,6 +325,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// At a graceful stop, once nothing more will be written: leaves the database whole in
+    /// its own file (for SQLite, the WAL copied in and emptied, so that the next start has
+    /// no log to read). Nothing to do by default.
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// The manager's hours override.
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>>;
     /// Sets or clears the hours override.

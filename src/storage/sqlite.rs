@@ -245,6 +245,12 @@ impl Store for SqliteStore {
         self.hot.ping().await
     }
 
+    async fn close(&self) -> StoreResult<()> {
+        self.writer.close().await;
+        self.reader.close().await;
+        self.hot.close().await
+    }
+
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
         let value = self.hot.setting("hours_override").await?;
         Ok(value.as_deref().and_then(OverrideState::parse))

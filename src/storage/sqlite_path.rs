@@ -42,8 +42,9 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct HotPath {
     writes: mpsc::Sender<WriteJob>,
     reads: mpsc::Sender<ReadJob>,
-    /// Dropped with the last handle: the checkpointer then stops.
-    _checkpoints: mpsc::Sender<()>,
+    /// Asks the checkpointer for a final checkpoint (see [`HotPath::close`]); dropped with
+    /// the last handle, which stops it.
+    checkpoints: mpsc::Sender<oneshot::Sender<StoreResult<()>>>,
     metrics: WriteMetrics,
 }
 
@@ -114,7 +115,7 @@ impl WriteMetrics {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// WAL frames (about 4 KiB each) above which the checkpointer, once a passive pass has
 /// copied nearly everything, briefly holds new commits back to start the WAL over.
-const WAL_RESTART_FRAMES: i64 = 32_768;
+const WAL_RESTART_FRAMES: i64 = 131_072;
 /// The WAL file size kept after a restart: a quarter over the restart point, in frames of
 /// a 24-byte header and a 4 KiB page (SQLite's default page size, which this schema keeps).
 const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * (24 + 4096);
@@ -154,6 +155,18 @@ fn checkpoint(conn: &Connection, metrics: &WriteMetrics) -> rusqlite::Result<()>
         metrics.wal_restarts.with_label_values(&[result]).inc();
     }
     Ok(())
+}
+
+/// Copies the whole WAL into the database and truncates it, waiting a little for the last
+/// commits and reads to finish.
+fn truncate(conn: &Connection) -> StoreResult<()> {
+    for _ in 0..50 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+    }
+    Err(StoreError::TimedOut("the final checkpoint"))
 }
 
 fn open(path: &Path, flags: OpenFlags, synchronous: SyncMode) -> rusqlite::Result<Connection> {
@@ -196,16 +209,21 @@ impl HotPath {
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
         let metrics = WriteMetrics::new()?;
         let checkpoint_metrics = metrics.clone();
-        let (checkpoints, stop) = mpsc::channel::<()>();
+        let (checkpoints, requests) = mpsc::channel::<oneshot::Sender<StoreResult<()>>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if let Err(e) = checkpoint(&checkpointer, &checkpoint_metrics) {
-                        checkpoint_metrics.checkpoint_errors.inc();
-                        tracing::debug!(error = %e, "checkpoint");
+            .spawn(move || loop {
+                match requests.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = checkpoint(&checkpointer, &checkpoint_metrics) {
+                            checkpoint_metrics.checkpoint_errors.inc();
+                            tracing::debug!(error = %e, "checkpoint");
+                        }
                     }
+                    Ok(reply) => {
+                        let _ = reply.send(truncate(&checkpointer));
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             })
             .map_err(StoreError::Journal)?;
@@ -229,7 +247,7 @@ impl HotPath {
         Ok(HotPath {
             writes,
             reads,
-            _checkpoints: checkpoints,
+            checkpoints,
             metrics,
         })
     }
@@ -337,6 +355,17 @@ impl HotPath {
             .optional()
         })
         .await
+    }
+
+    /// The final checkpoint of a graceful stop: the whole WAL copied into the database and
+    /// the WAL file emptied, so that the next start has no log to read back (after a crash
+    /// it reads up to [`WAL_RESTART_FRAMES`] frames).
+    pub async fn close(&self) -> StoreResult<()> {
+        let (reply, done) = oneshot::channel();
+        self.checkpoints
+            .send(reply)
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Whether the reader answers.
