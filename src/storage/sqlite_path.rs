@@ -114,8 +114,12 @@ impl WriteMetrics {
 /// How often the checkpointer looks at the WAL and copies it into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// WAL frames (about 4 KiB each) above which the checkpointer, once a passive pass has
-/// copied nearly everything, briefly holds new commits back to start the WAL over.
-const WAL_RESTART_FRAMES: i64 = 131_072;
+/// copied nearly everything, briefly holds new commits back to start the WAL over. Each
+/// restart costs callers about two fsyncs (20 to 40 ms each on the development machine's
+/// disk). Four times this threshold made restarts four times rarer but twice as long in a
+/// 60 s run (158 ms instead of 71 ms on average, p99 at 5,000 steps/s 12.4 ms instead of
+/// 11.4 ms), and the WAL read back after a crash longer.
+const WAL_RESTART_FRAMES: i64 = 32_768;
 /// The WAL file size kept after a restart: a quarter over the restart point, in frames of
 /// a 24-byte header and a 4 KiB page (SQLite's default page size, which this schema keeps).
 const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * (24 + 4096);
