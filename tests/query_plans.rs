@@ -133,3 +133,35 @@ async fn a_category_is_probed_per_call_or_read_from_the_tickets_of_the_range() {
         "{plan}"
     );
 }
+
+#[tokio::test]
+async fn a_calls_steps_are_read_by_its_row_number_in_order() {
+    use sqlx::{ConnectOptions, Row};
+    let (dir, _store) = store().await;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("ivr.db"))
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query(&format!("EXPLAIN QUERY PLAN {}", ivr::storage::CALL_STEPS))
+            .bind("CA00000000000000000000000000000001")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+    assert_indexed("a call's steps", &plan);
+    let plan = plan.join(" | ");
+    assert!(
+        plan.contains("steps USING INDEX sqlite_autoindex_steps_1 (call_id=?)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("calls USING COVERING INDEX sqlite_autoindex_calls_1 (call_sid=?)"),
+        "{plan}"
+    );
+    // Then sorted by step id: a call's few rows, not the table's.
+}

@@ -8,7 +8,7 @@ mod sqlite_path;
 pub use seed::Seeded;
 
 pub use journal::{spawn_replayer, Entry, Journal, Journaled};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, CALL_STEPS};
 
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;

@@ -52,6 +52,10 @@ impl SqliteStore {
     }
 }
 
+/// A call's steps in order (`GET /api/calls/{sid}`), found by the call's row number.
+pub const CALL_STEPS: &str = "SELECT at, node, kind, said, digits, result, data FROM steps \
+     WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY id";
+
 const CALL_COLUMNS: &str = "call_sid, line, store_name, from_number, to_number, flow, flow_version, \
      started_at, ended_at, status, duration_seconds, outcome, recording_url, error_count, last_error";
 
@@ -309,29 +313,26 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let call = call_view(&row)?;
-        let steps = sqlx::query(
-            "SELECT at, node, kind, said, digits, result, data FROM steps \
-             WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY id",
-        )
-        .bind(call_sid)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(StepView {
-                at: from_millis(r.try_get("at")?),
-                node: r.try_get("node")?,
-                kind: r.try_get("kind")?,
-                said: r.try_get("said")?,
-                digits: r.try_get("digits")?,
-                result: r.try_get("result")?,
-                data: r
-                    .try_get::<Option<String>, _>("data")?
-                    .and_then(|d| serde_json::from_str(&d).ok())
-                    .unwrap_or_default(),
+        let steps = sqlx::query(CALL_STEPS)
+            .bind(call_sid)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(StepView {
+                    at: from_millis(r.try_get("at")?),
+                    node: r.try_get("node")?,
+                    kind: r.try_get("kind")?,
+                    said: r.try_get("said")?,
+                    digits: r.try_get("digits")?,
+                    result: r.try_get("result")?,
+                    data: r
+                        .try_get::<Option<String>, _>("data")?
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_default(),
+                })
             })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         // Tickets the call opened, then tickets of earlier calls it was linked to.
         let tickets = sqlx::query(&format!(
             "SELECT {TICKET_COLUMNS}, 'opened' AS relation, id AS sort FROM tickets WHERE call_sid = ? \
