@@ -61,6 +61,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store =
                 crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
             store.migrate().await?;
+            // A migration that rebuilds tables leaves them in the WAL: copied in here, not
+            // by the first start of the server.
+            store.close().await?;
             println!("migrations applied to {}", config.database_url);
             Ok(ExitCode::SUCCESS)
         }

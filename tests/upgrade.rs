@@ -91,6 +91,11 @@ async fn ivr_migrate_keeps_every_record_of_an_earlier_database_and_its_stored_an
         "ivr migrate: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let wal = std::fs::metadata(dir.path().join("ivr.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(
+        wal, 0,
+        "the rebuilt tables are in the database file, not left in the WAL"
+    );
 
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&db)
