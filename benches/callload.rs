@@ -608,20 +608,13 @@ async fn phase(
         end: start + Duration::from_secs(seconds),
         rate: rate.map(|r| (r, Arc::new(AtomicU64::new(0)))),
     };
-    let mut tasks = Vec::new();
-    for _ in 0..args.callers {
-        let pace = pace.clone();
-        if bare_endpoint {
-            tasks.push(tokio::spawn(bare(server.addr, pace)));
-        } else {
-            tasks.push(tokio::spawn(caller(
-                server.addr,
-                server.public.clone(),
-                serial.clone(),
-                pace,
-            )));
-        }
-    }
+    let tasks = if bare_endpoint {
+        (0..args.callers)
+            .map(|_| tokio::spawn(bare(server.addr, pace.clone())))
+            .collect()
+    } else {
+        spawn_callers(server, args, serial, &pace)
+    };
     while tasks.iter().any(|t| !t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         *rss_peak_kb = (*rss_peak_kb).max(server.memory_kb("VmRSS").unwrap_or(0));
@@ -634,6 +627,25 @@ async fn phase(
         }
     }
     (tallies, elapsed)
+}
+
+/// `args.callers` callers placing full calls until `pace` ends or their first failure.
+fn spawn_callers(
+    server: &Server,
+    args: &Args,
+    serial: &Arc<AtomicU64>,
+    pace: &Pace,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..args.callers)
+        .map(|_| {
+            tokio::spawn(caller(
+                server.addr,
+                server.public.clone(),
+                serial.clone(),
+                pace.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// Compares the database with what was acknowledged.
@@ -763,16 +775,7 @@ async fn crash_startup(
         end: start + Duration::from_secs(10),
         rate: None,
     };
-    let callers: Vec<_> = (0..args.callers)
-        .map(|_| {
-            tokio::spawn(caller(
-                server.addr,
-                server.public.clone(),
-                serial.clone(),
-                pace.clone(),
-            ))
-        })
-        .collect();
+    let callers = spawn_callers(&server, args, serial, &pace);
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.child.kill()?;
     server.child.wait()?;

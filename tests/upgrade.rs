@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 use std::path::Path;
 
 const OLD: &str = "CA00000000000000000000000000000a01";
@@ -114,21 +114,15 @@ async fn ivr_migrate_keeps_every_record_of_an_earlier_database_and_its_stored_an
         .unwrap();
     assert_eq!(integrity, "ok");
     // Calls keep the order they were first seen in; steps keep their ids.
-    let calls: Vec<(i64, String)> = sqlx::query("SELECT id, call_sid FROM calls ORDER BY id")
+    let calls: Vec<(i64, String)> = sqlx::query_as("SELECT id, call_sid FROM calls ORDER BY id")
         .fetch_all(&mut conn)
         .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .unwrap();
     assert_eq!(calls, [(1, OLD.to_string()), (2, LINKED.to_string())]);
-    let steps: Vec<(i64, i64)> = sqlx::query("SELECT id, call_id FROM steps ORDER BY id")
+    let steps: Vec<(i64, i64)> = sqlx::query_as("SELECT id, call_id FROM steps ORDER BY id")
         .fetch_all(&mut conn)
         .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .unwrap();
     assert_eq!(steps, [(40, 1), (41, 2), (42, 1)]);
     conn.close().await.unwrap();
 
