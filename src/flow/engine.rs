@@ -401,6 +401,9 @@ impl<'a> Run<'a, '_> {
         // Two passes, so that a text may use another text.
         let mut out = text.to_string();
         for _ in 0..2 {
+            if !out.contains('{') {
+                return out;
+            }
             for (name, value) in &c.texts {
                 let key = format!("{{{name}}}");
                 if out.contains(&key) {
@@ -408,13 +411,30 @@ impl<'a> Run<'a, '_> {
                 }
             }
         }
-        out.replace("{store_name}", self.env.store_name)
-            .replace("{review_days}", &c.shopping_dollars.review_days.to_string())
-            .replace("{grace_days}", &c.shopping_dollars.grace_days.to_string())
-            .replace("{brand}", &c.brand)
-            .replace("{website}", &c.website)
-            .replace("{texting_number}", &spaced(&c.texting_number))
-            .replace("{hours}", &c.schedule.describe())
+        // Each placeholder's value is worked out only when the text uses it: this runs for
+        // every prompt of every step.
+        let placeholders: [(&str, &dyn Fn() -> String); 7] = [
+            ("{store_name}", &|| self.env.store_name.to_string()),
+            ("{review_days}", &|| {
+                c.shopping_dollars.review_days.to_string()
+            }),
+            ("{grace_days}", &|| {
+                c.shopping_dollars.grace_days.to_string()
+            }),
+            ("{brand}", &|| c.brand.clone()),
+            ("{website}", &|| c.website.clone()),
+            ("{texting_number}", &|| spaced(&c.texting_number)),
+            ("{hours}", &|| c.schedule.describe()),
+        ];
+        for (key, value) in placeholders {
+            if !out.contains('{') {
+                break;
+            }
+            if out.contains(key) {
+                out = out.replace(key, &value());
+            }
+        }
+        out
     }
 
     /// Text for staff (ticket reasons, notifications): stored forms of variables.

@@ -243,9 +243,19 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
+        use sqlx::ConnectOptions;
+        // On a connection of its own that does not log its statements: sqlx would print
+        // each long-running migration's whole SQL as a slow-statement warning.
+        let options = (*self.writer.connect_options())
+            .clone()
+            .disable_statement_logging();
+        let quiet = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
             .await?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&quiet).await;
+        quiet.close().await;
+        migrated?;
         Ok(())
     }
 

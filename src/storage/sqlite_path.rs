@@ -475,8 +475,8 @@ fn call_id(tx: &Transaction<'_>, call: &CallInfo, at: i64, status: &str) -> rusq
 
 fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> std::borrow::Cow<'_, str> {
     match ticket {
-        Some(t) if text.contains("{ticket_number}") => {
-            text.replace("{ticket_number}", &t.to_string()).into()
+        Some(t) if text.contains(TICKET_NUMBER) => {
+            text.replace(TICKET_NUMBER, &t.to_string()).into()
         }
         _ => text.into(),
     }
@@ -509,10 +509,15 @@ impl OwnedStep {
                     })
                 });
         }
-        let mut ticket: Option<TicketNumber> = tx
-            .prepare_cached("SELECT max(id) FROM tickets WHERE call_sid = ?1")?
-            .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
-            .map(TicketNumber);
+        // The call's ticket so far is looked up only when this webhook uses it: most steps
+        // neither speak its number nor attach anything to it.
+        let mut ticket: Option<TicketNumber> = if self.uses_call_ticket() {
+            tx.prepare_cached("SELECT max(id) FROM tickets WHERE call_sid = ?1")?
+                .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
+                .map(TicketNumber)
+        } else {
+            None
+        };
         for (idx, record) in self.records.iter().enumerate() {
             let idx = idx as i64;
             match record {
@@ -645,7 +650,8 @@ impl OwnedStep {
             )?
             .execute(params![error, call])?;
         }
-        if let Some(t) = ticket {
+        // The stored answer's ticket, for a retry's replay to fill in the same number.
+        if let Some(t) = ticket.filter(|_| self.answer.contains(TICKET_NUMBER)) {
             tx.prepare_cached(
                 "UPDATE webhooks SET ticket_id = ?1 WHERE call_id = ?2 AND request_key = ?3",
             )?
@@ -656,7 +662,24 @@ impl OwnedStep {
             replay: None,
         })
     }
+
+    /// Whether a record or the answer of this webhook needs the call's ticket from earlier
+    /// webhooks: to speak or write its number, or to attach a notification or a recording.
+    fn uses_call_ticket(&self) -> bool {
+        self.answer.contains(TICKET_NUMBER)
+            || self.records.iter().any(|r| match r {
+                Record::Step(s) => s.said.contains(TICKET_NUMBER),
+                Record::Ticket { reason, .. } => reason.contains(TICKET_NUMBER),
+                Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => {
+                    false
+                }
+                Record::Notification { .. } | Record::Recording { .. } => true,
+            })
+    }
 }
+
+/// The placeholder filled with the call's ticket number once it is known.
+const TICKET_NUMBER: &str = "{ticket_number}";
 
 struct OwnedStatus {
     call: CallInfo,
