@@ -355,9 +355,30 @@ struct Tally {
     calls: u64,
     acks: HashMap<String, Acks>,
     first_error: Option<String>,
+    /// When the phase started, and the answers received in each second since.
+    started: Option<Instant>,
+    per_second: Vec<u32>,
 }
 
 impl Tally {
+    fn starting(at: Instant) -> Tally {
+        Tally {
+            started: Some(at),
+            ..Tally::default()
+        }
+    }
+
+    fn answered(&mut self, took_us: u32) {
+        self.latencies_us.push(took_us);
+        if let Some(start) = self.started {
+            let second = start.elapsed().as_secs() as usize;
+            if self.per_second.len() <= second {
+                self.per_second.resize(second + 1, 0);
+            }
+            self.per_second[second] += 1;
+        }
+    }
+
     fn error(&mut self, what: String) {
         self.errors += 1;
         self.first_error.get_or_insert(what);
@@ -403,7 +424,7 @@ async fn step(
     let took = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
     match answer {
         Ok(a) if a.status == 200 => {
-            tally.latencies_us.push(took);
+            tally.answered(took);
             Some(a)
         }
         Ok(a) => {
@@ -424,7 +445,7 @@ async fn step(
 /// Complete calls, one after another, until the phase ends.
 async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: Pace) -> Tally {
     let mut client = Client::new(addr);
-    let mut tally = Tally::default();
+    let mut tally = Tally::starting(pace.start);
     'calls: loop {
         if !pace.turn().await {
             break;
@@ -520,7 +541,7 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
 /// The bare endpoint, at full speed, with the same form as an incoming call.
 async fn bare(addr: SocketAddr, pace: Pace) -> Tally {
     let mut client = Client::new(addr);
-    let mut tally = Tally::default();
+    let mut tally = Tally::starting(pace.start);
     let body = form(&call_params(
         "CA0000000000000000000000000000bare",
         "ringing",
@@ -528,9 +549,9 @@ async fn bare(addr: SocketAddr, pace: Pace) -> Tally {
     while pace.turn().await {
         let started = Instant::now();
         match client.post("/bench/bare", body.clone(), None).await {
-            Ok(a) if a.status == 200 && a.body.starts_with(b"<?xml") => tally
-                .latencies_us
-                .push(started.elapsed().as_micros() as u32),
+            Ok(a) if a.status == 200 && a.body.starts_with(b"<?xml") => {
+                tally.answered(started.elapsed().as_micros() as u32)
+            }
             Ok(a) => tally.error(format!("bare: HTTP {}", a.status)),
             Err(e) => tally.error(format!("bare: {e}")),
         }
@@ -549,6 +570,10 @@ struct Figures {
     max: f64,
     errors: u64,
     first_error: Option<String>,
+    /// Answers per second in each slice of `slice_seconds` (a sixth of the phase, rounded
+    /// up): whether the rate held.
+    slices: Vec<f64>,
+    slice_seconds: usize,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -566,6 +591,19 @@ fn figures(tallies: &[Tally], seconds: f64) -> Figures {
         .collect();
     all.sort_unstable();
     let calls: u64 = tallies.iter().map(|t| t.calls).sum();
+    let mut per_second: Vec<u64> = vec![0; seconds.ceil() as usize];
+    for t in tallies {
+        for (i, n) in t.per_second.iter().enumerate() {
+            if let Some(total) = per_second.get_mut(i) {
+                *total += u64::from(*n);
+            }
+        }
+    }
+    let slice = per_second.len().div_ceil(6).max(1);
+    let slices = per_second
+        .chunks(slice)
+        .map(|c| c.iter().sum::<u64>() as f64 / c.len() as f64)
+        .collect();
     Figures {
         requests: all.len() as u64,
         per_second: all.len() as f64 / seconds,
@@ -576,6 +614,8 @@ fn figures(tallies: &[Tally], seconds: f64) -> Figures {
         max: percentile(&all, 100.0),
         errors: tallies.iter().map(|t| t.errors).sum(),
         first_error: tallies.iter().find_map(|t| t.first_error.clone()),
+        slices,
+        slice_seconds: slice,
     }
 }
 
@@ -586,9 +626,19 @@ fn describe(name: &str, f: &Figures, steps: bool) -> String {
     } else {
         String::new()
     };
+    let slices: Vec<String> = f.slices.iter().map(|r| format!("{r:.0}")).collect();
     format!(
-        "{name:<22} {:>8.0} {what}/s{calls} ({} {what}); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {}",
-        f.per_second, f.requests, f.p50, f.p95, f.p99, f.max, f.errors
+        "{name:<22} {:>8.0} {what}/s{calls} ({} {what}); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {}\n{:<22} {what}/s in each {} s of the phase: {}",
+        f.per_second,
+        f.requests,
+        f.p50,
+        f.p95,
+        f.p99,
+        f.max,
+        f.errors,
+        "",
+        f.slice_seconds,
+        slices.join(", ")
     )
 }
 
