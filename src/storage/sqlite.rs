@@ -163,7 +163,8 @@ fn calls_query(prefix: &str, q: &CallQuery) -> QueryBuilder<'static, Sqlite> {
                 .push_bind(to_millis(until) + late.num_milliseconds())
                 .push(")");
         }
-        // Otherwise each call of the page is probed through `tickets_by_call`; the `+`
+        // Otherwise each call of the page is probed through the tickets' key, which leads
+        // with the CallSid (`sqlite_autoindex_tickets_1`); the `+`
         // keeps SQLite from walking every ticket of the category per call instead.
         (Some(category), _, _) => {
             b.push(" AND EXISTS (SELECT 1 FROM tickets t WHERE t.call_sid = calls.call_sid AND +t.category = ")
