@@ -94,10 +94,110 @@ async fn every_manager_query_uses_an_index() {
                 ..Default::default()
             },
         ),
+        (
+            "a partner's ticket number",
+            TicketQuery {
+                external_ref: Some("HSP-1234".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
     ];
     for (what, q) in &tickets {
         assert_indexed(what, &store.explain_tickets(q).await.unwrap());
     }
+    // The partial indexes of migration 0007 (only tickets with a due time, or with a
+    // partner's number) still serve the queries that compare those columns.
+    let overdue = store
+        .explain_tickets(&tickets[1].1)
+        .await
+        .unwrap()
+        .join(" | ");
+    assert!(
+        overdue.contains("tickets_by_due (status=? AND due_at<?)"),
+        "{overdue}"
+    );
+    let partner = store
+        .explain_tickets(&tickets[2].1)
+        .await
+        .unwrap()
+        .join(" | ");
+    assert!(
+        partner.contains("tickets_by_external_ref (external_ref=?)"),
+        "{partner}"
+    );
+}
+
+/// SQLite's plan for one statement, on a read-only connection to the file.
+async fn plan_of(dir: &tempfile::TempDir, sql: &str, binds: &[&str]) -> Vec<String> {
+    use sqlx::{ConnectOptions, Row};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("ivr.db"))
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut q = sqlx::query(&explain);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    q.fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_write_paths_ticket_lookups_use_the_tickets_key_and_the_partial_index() {
+    let (dir, _store) = store().await;
+    let latest = plan_of(&dir, ivr::storage::CALL_LATEST_TICKET, &["CA01"]).await;
+    assert_indexed("a call's newest ticket", &latest);
+    let latest = latest.join(" | ");
+    assert!(
+        latest.contains("INDEX sqlite_autoindex_tickets_1 (call_sid=?)"),
+        "{latest}"
+    );
+    let partner = plan_of(&dir, ivr::storage::EXTERNAL_TICKET, &["HSP-1234", "OOM"]).await;
+    assert_indexed("a partner's open ticket", &partner);
+    let partner = partner.join(" | ");
+    assert!(
+        partner.contains("tickets_by_external_ref (external_ref=? AND category=?)"),
+        "{partner}"
+    );
+}
+
+/// `.cargo/config.toml` builds the bundled SQLite without the shared page cache and its
+/// global mutex, and without allocation statistics (README, Performance).
+#[tokio::test]
+async fn the_bundled_sqlite_is_built_with_the_repositorys_options() {
+    use sqlx::{ConnectOptions, Row};
+    let (dir, _store) = store().await;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("ivr.db"))
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let options: Vec<String> = sqlx::query("PRAGMA compile_options")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+    assert!(
+        !options
+            .iter()
+            .any(|o| o.starts_with("ENABLE_MEMORY_MANAGEMENT")),
+        "{options:?}"
+    );
 }
 
 #[tokio::test]
@@ -139,23 +239,13 @@ async fn a_category_is_probed_per_call_or_read_from_the_tickets_of_the_range() {
 
 #[tokio::test]
 async fn a_calls_steps_are_read_by_its_row_number_in_order() {
-    use sqlx::{ConnectOptions, Row};
     let (dir, _store) = store().await;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("ivr.db"))
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let plan: Vec<String> =
-        sqlx::query(&format!("EXPLAIN QUERY PLAN {}", ivr::storage::CALL_STEPS))
-            .bind("CA00000000000000000000000000000001")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+    let plan = plan_of(
+        &dir,
+        ivr::storage::CALL_STEPS,
+        &["CA00000000000000000000000000000001"],
+    )
+    .await;
     assert_indexed("a call's steps", &plan);
     let plan = plan.join(" | ");
     assert!(

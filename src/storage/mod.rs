@@ -9,6 +9,7 @@ pub use seed::Seeded;
 
 pub use journal::{spawn_replayer, Entry, Journal, Journaled};
 pub use sqlite::{SqliteStore, CALL_STEPS};
+pub use sqlite_path::{CALL_LATEST_TICKET, EXTERNAL_TICKET};
 
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
@@ -131,7 +132,9 @@ pub struct StepBatch<'a> {
 /// What a committed webhook answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    /// The call's latest ticket, to fill `{ticket_number}`.
+    /// The call's latest ticket, to fill `{ticket_number}`: looked up only when the answer
+    /// or a record of this webhook uses it, `None` otherwise (and stored with the webhook,
+    /// for a retry's replay, only when its answer speaks the number).
     pub ticket: Option<TicketNumber>,
     /// `Some` when this webhook was already answered: the stored answer, nothing written.
     pub replay: Option<String>,

@@ -343,20 +343,16 @@ impl HotPath {
     ) -> StoreResult<Option<ExistingTicket>> {
         let (category, external_ref) = (category.to_string(), external_ref.to_string());
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT id, status, created_at, due_at FROM tickets \
-                 WHERE external_ref = ?1 AND category = ?2 AND status IN ('open', 'escalated') \
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row([external_ref, category], |r| {
-                Ok(ExistingTicket {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    created_at: from_millis(r.get(2)?),
-                    due_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
+            c.prepare_cached(EXTERNAL_TICKET)?
+                .query_row([external_ref, category], |r| {
+                    Ok(ExistingTicket {
+                        id: r.get(0)?,
+                        status: r.get(1)?,
+                        created_at: from_millis(r.get(2)?),
+                        due_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
+                    })
                 })
-            })
-            .optional()
+                .optional()
         })
         .await
     }
@@ -512,7 +508,7 @@ impl OwnedStep {
         // The call's ticket so far is looked up only when this webhook uses it: most steps
         // neither speak its number nor attach anything to it.
         let mut ticket: Option<TicketNumber> = if self.uses_call_ticket() {
-            tx.prepare_cached("SELECT max(id) FROM tickets WHERE call_sid = ?1")?
+            tx.prepare_cached(CALL_LATEST_TICKET)?
                 .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
                 .map(TicketNumber)
         } else {
@@ -677,6 +673,15 @@ impl OwnedStep {
             })
     }
 }
+
+/// The newest open or escalated ticket of a category for a partner's ticket number: on the
+/// partial index `tickets_by_external_ref` (`tests/query_plans.rs`).
+pub const EXTERNAL_TICKET: &str = "SELECT id, status, created_at, due_at FROM tickets \
+     WHERE external_ref = ?1 AND category = ?2 AND status IN ('open', 'escalated') \
+     ORDER BY id DESC LIMIT 1";
+
+/// A call's newest ticket: on the tickets' key, which leads with the CallSid.
+pub const CALL_LATEST_TICKET: &str = "SELECT max(id) FROM tickets WHERE call_sid = ?1";
 
 /// The placeholder filled with the call's ticket number once it is known.
 const TICKET_NUMBER: &str = "{ticket_number}";
