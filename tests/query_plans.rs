@@ -128,8 +128,13 @@ async fn every_manager_query_uses_an_index() {
     );
 }
 
-/// SQLite's plan for one statement, on a read-only connection to the file.
-async fn plan_of(dir: &tempfile::TempDir, sql: &str, binds: &[&str]) -> Vec<String> {
+/// One column of what a statement returns, on a read-only connection to the file.
+async fn strings_of(
+    dir: &tempfile::TempDir,
+    sql: &str,
+    binds: &[&str],
+    column: &str,
+) -> Vec<String> {
     use sqlx::{ConnectOptions, Row};
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(dir.path().join("ivr.db"))
@@ -137,8 +142,7 @@ async fn plan_of(dir: &tempfile::TempDir, sql: &str, binds: &[&str]) -> Vec<Stri
         .connect()
         .await
         .unwrap();
-    let explain = format!("EXPLAIN QUERY PLAN {sql}");
-    let mut q = sqlx::query(&explain);
+    let mut q = sqlx::query(sql);
     for b in binds {
         q = q.bind(*b);
     }
@@ -146,26 +150,34 @@ async fn plan_of(dir: &tempfile::TempDir, sql: &str, binds: &[&str]) -> Vec<Stri
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get::<String, _>("detail"))
+        .map(|r| r.get::<String, _>(column))
         .collect()
+}
+
+/// SQLite's plan for one statement.
+async fn plan_of(dir: &tempfile::TempDir, sql: &str, binds: &[&str]) -> Vec<String> {
+    strings_of(dir, &format!("EXPLAIN QUERY PLAN {sql}"), binds, "detail").await
+}
+
+/// Fails unless the plan reads through indexes only and has this step.
+fn assert_plan_has(what: &str, plan: &[String], step: &str) {
+    assert_indexed(what, plan);
+    let joined = plan.join(" | ");
+    assert!(joined.contains(step), "{what}: {joined}");
 }
 
 #[tokio::test]
 async fn the_write_paths_ticket_lookups_use_the_tickets_key_and_the_partial_index() {
     let (dir, _store) = store().await;
-    let latest = plan_of(&dir, ivr::storage::CALL_LATEST_TICKET, &["CA01"]).await;
-    assert_indexed("a call's newest ticket", &latest);
-    let latest = latest.join(" | ");
-    assert!(
-        latest.contains("INDEX sqlite_autoindex_tickets_1 (call_sid=?)"),
-        "{latest}"
+    assert_plan_has(
+        "a call's newest ticket",
+        &plan_of(&dir, ivr::storage::CALL_LATEST_TICKET, &["CA01"]).await,
+        "INDEX sqlite_autoindex_tickets_1 (call_sid=?)",
     );
-    let partner = plan_of(&dir, ivr::storage::EXTERNAL_TICKET, &["HSP-1234", "OOM"]).await;
-    assert_indexed("a partner's open ticket", &partner);
-    let partner = partner.join(" | ");
-    assert!(
-        partner.contains("tickets_by_external_ref (external_ref=? AND category=?)"),
-        "{partner}"
+    assert_plan_has(
+        "a partner's open ticket",
+        &plan_of(&dir, ivr::storage::EXTERNAL_TICKET, &["HSP-1234", "OOM"]).await,
+        "tickets_by_external_ref (external_ref=? AND category=?)",
     );
 }
 
@@ -173,21 +185,8 @@ async fn the_write_paths_ticket_lookups_use_the_tickets_key_and_the_partial_inde
 /// global mutex, and without allocation statistics (README, Performance).
 #[tokio::test]
 async fn the_bundled_sqlite_is_built_with_the_repositorys_options() {
-    use sqlx::{ConnectOptions, Row};
     let (dir, _store) = store().await;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("ivr.db"))
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let options: Vec<String> = sqlx::query("PRAGMA compile_options")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+    let options = strings_of(&dir, "PRAGMA compile_options", &[], "compile_options").await;
     assert!(
         options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
         "{options:?}"

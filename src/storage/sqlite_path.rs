@@ -507,7 +507,8 @@ impl OwnedStep {
         }
         // The call's ticket so far is looked up only when this webhook uses it: most steps
         // neither speak its number nor attach anything to it.
-        let mut ticket: Option<TicketNumber> = if self.uses_call_ticket() {
+        let speaks_ticket = self.answer.contains(TICKET_NUMBER);
+        let mut ticket: Option<TicketNumber> = if speaks_ticket || self.records_use_call_ticket() {
             tx.prepare_cached(CALL_LATEST_TICKET)?
                 .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
                 .map(TicketNumber)
@@ -647,7 +648,7 @@ impl OwnedStep {
             .execute(params![error, call])?;
         }
         // The stored answer's ticket, for a retry's replay to fill in the same number.
-        if let Some(t) = ticket.filter(|_| self.answer.contains(TICKET_NUMBER)) {
+        if let Some(t) = ticket.filter(|_| speaks_ticket) {
             tx.prepare_cached(
                 "UPDATE webhooks SET ticket_id = ?1 WHERE call_id = ?2 AND request_key = ?3",
             )?
@@ -659,18 +660,15 @@ impl OwnedStep {
         })
     }
 
-    /// Whether a record or the answer of this webhook needs the call's ticket from earlier
-    /// webhooks: to speak or write its number, or to attach a notification or a recording.
-    fn uses_call_ticket(&self) -> bool {
-        self.answer.contains(TICKET_NUMBER)
-            || self.records.iter().any(|r| match r {
-                Record::Step(s) => s.said.contains(TICKET_NUMBER),
-                Record::Ticket { reason, .. } => reason.contains(TICKET_NUMBER),
-                Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => {
-                    false
-                }
-                Record::Notification { .. } | Record::Recording { .. } => true,
-            })
+    /// Whether a record of this webhook needs the call's ticket from earlier webhooks: to
+    /// write its number, or to attach a notification or a recording.
+    fn records_use_call_ticket(&self) -> bool {
+        self.records.iter().any(|r| match r {
+            Record::Step(s) => s.said.contains(TICKET_NUMBER),
+            Record::Ticket { reason, .. } => reason.contains(TICKET_NUMBER),
+            Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => false,
+            Record::Notification { .. } | Record::Recording { .. } => true,
+        })
     }
 }
 
