@@ -10,7 +10,7 @@ mod common;
 
 use common::process::Server;
 use common::*;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,29 +118,29 @@ async fn read_back(db: &std::path::Path) -> Found {
         .connect()
         .await
         .expect("open the database");
-    let webhooks = sqlx::query(
+    let webhooks = sqlx::query_as::<_, (String, String)>(
         "SELECT c.call_sid, w.request_key FROM webhooks w JOIN calls c ON c.id = w.call_id",
     )
     .fetch_all(&mut conn)
     .await
     .expect("webhooks")
-    .iter()
-    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+    .into_iter()
     .collect();
-    let tickets = sqlx::query("SELECT call_sid, count(*) FROM tickets GROUP BY call_sid")
-        .fetch_all(&mut conn)
-        .await
-        .expect("tickets")
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-        .collect();
-    let completed = sqlx::query("SELECT call_sid FROM calls WHERE status = 'completed'")
-        .fetch_all(&mut conn)
-        .await
-        .expect("calls")
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+    let tickets = sqlx::query_as::<_, (String, i64)>(
+        "SELECT call_sid, count(*) FROM tickets GROUP BY call_sid",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tickets")
+    .into_iter()
+    .collect();
+    let completed =
+        sqlx::query_scalar::<_, String>("SELECT call_sid FROM calls WHERE status = 'completed'")
+            .fetch_all(&mut conn)
+            .await
+            .expect("calls")
+            .into_iter()
+            .collect();
     let duplicated_steps: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT call_id, node, request_key FROM steps \
          GROUP BY call_id, node, request_key HAVING count(*) > 1)",
