@@ -33,6 +33,9 @@ pub struct Metrics {
     pub journal_replayed: IntCounter,
     /// Call webhooks being answered right now.
     pub in_flight: IntGauge,
+    /// Log lines dropped because stdout did not keep up ([`crate::logging`]); read from
+    /// the process-wide log writer at each scrape.
+    log_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +97,10 @@ impl Metrics {
             "Records replayed from the local journal into the database",
         )?;
         let in_flight = IntGauge::new("webhooks_in_flight", "Call webhooks being answered now")?;
+        let log_dropped = IntCounter::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because stdout did not keep up",
+        )?;
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -104,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(journal_appended.clone()))?;
         registry.register(Box::new(journal_replayed.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(log_dropped.clone()))?;
         Ok(Self {
             registry,
             webhooks,
@@ -116,6 +124,7 @@ impl Metrics {
             journal_appended,
             journal_replayed,
             in_flight,
+            log_dropped,
         })
     }
 
@@ -131,6 +140,9 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let dropped = crate::logging::dropped_lines();
+        self.log_dropped
+            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {

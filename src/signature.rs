@@ -7,14 +7,44 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
 /// Computes the signature Twilio sends for `url` and `params`.
-pub fn compute(token: &str, url: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    // Byte order by name, then by value, as the official libraries do for repeated names.
-    sorted.sort_by(|a, b| {
+pub fn compute<K: AsRef<str>, V: AsRef<str>>(token: &str, url: &str, params: &[(K, V)]) -> String {
+    sign(token, url, &sorted(params))
+}
+
+/// Whether `signature` is valid for `url` as given, or with its default port added or removed.
+pub fn verify<K: AsRef<str>, V: AsRef<str>>(
+    token: &str,
+    url: &str,
+    params: &[(K, V)],
+    signature: &str,
+) -> bool {
+    let given = signature.trim().as_bytes();
+    let params = sorted(params);
+    let mut ok = false;
+    for candidate in url_variants(url) {
+        let expected = sign(token, &candidate, &params);
+        // Constant time per comparison; every variant is always computed.
+        ok |= bool::from(expected.as_bytes().ct_eq(given));
+    }
+    ok
+}
+
+/// The parameters in byte order by name, then by value, as the official libraries sort
+/// repeated names.
+fn sorted<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Vec<(&str, &str)> {
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
+    sorted.sort_unstable_by(|a, b| {
         a.0.as_bytes()
             .cmp(b.0.as_bytes())
             .then(a.1.as_bytes().cmp(b.1.as_bytes()))
     });
+    sorted
+}
+
+fn sign(token: &str, url: &str, sorted: &[(&str, &str)]) -> String {
     // An HMAC key of any length is valid, so this cannot fail.
     let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(token.as_bytes()) else {
         return String::new();
@@ -25,18 +55,6 @@ pub fn compute(token: &str, url: &str, params: &[(String, String)]) -> String {
         mac.update(v.as_bytes());
     }
     STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// Whether `signature` is valid for `url` as given, or with its default port added or removed.
-pub fn verify(token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
-    let given = signature.trim().as_bytes();
-    let mut ok = false;
-    for candidate in url_variants(url) {
-        let expected = compute(token, &candidate, params);
-        // Constant time per comparison; every variant is always computed.
-        ok |= bool::from(expected.as_bytes().ct_eq(given));
-    }
-    ok
 }
 
 /// The URL without any `#` fragment, and with its default port toggled.

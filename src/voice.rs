@@ -17,6 +17,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -41,8 +42,47 @@ impl IntoResponse for TwiML {
 /// A verified webhook: its POST parameters and its query parameters.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    params: Vec<(String, String)>,
+    params: Form,
     query: Vec<(String, String)>,
+}
+
+/// A form body, decoded into one string: each name and value is a range of it. Twilio
+/// posts some twenty parameters per webhook; this is two allocations instead of forty.
+#[derive(Debug, Clone, Default)]
+struct Form {
+    text: String,
+    pairs: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Form {
+    fn parse(body: &[u8]) -> Self {
+        // Decoding never lengthens a name or a value.
+        let mut text = String::with_capacity(body.len());
+        let mut pairs = Vec::with_capacity(body.iter().filter(|&&b| b == b'&').count() + 1);
+        for (name, value) in form_urlencoded::parse(body) {
+            let start = text.len();
+            text.push_str(&name);
+            let mid = text.len();
+            text.push_str(&value);
+            pairs.push((start..mid, mid..text.len()));
+        }
+        Self { text, pairs }
+    }
+
+    /// Every name and value, in the order posted.
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.pairs
+            .iter()
+            .map(|(k, v)| (&self.text[k.clone()], &self.text[v.clone()]))
+            .collect()
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| &self.text[k.clone()] == name)
+            .map(|(_, v)| &self.text[v.clone()])
+    }
 }
 
 impl Webhook {
@@ -50,7 +90,7 @@ impl Webhook {
     /// (after the signature check); for tools such as the fuzz target.
     pub fn from_raw(body: &[u8], query: &str) -> Self {
         Self {
-            params: form_urlencoded::parse(body).into_owned().collect(),
+            params: Form::parse(body),
             query: form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect(),
@@ -64,10 +104,7 @@ impl Webhook {
 
     /// The first value of a POST parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.get(name)
     }
 
     fn query(&self, name: &str) -> Option<&str> {
@@ -101,7 +138,7 @@ impl FromRequest<AppState> for Webhook {
             state.metrics.webhook(&endpoint, "too_large");
             plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
         })?;
-        let params: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
+        let params = Form::parse(&bytes);
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -127,7 +164,8 @@ impl FromRequest<AppState> for Webhook {
                 .get("x-twilio-signature")
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            if given.is_empty() || !signature::verify(token.expose(), &url, &params, given) {
+            if given.is_empty() || !signature::verify(token.expose(), &url, &params.pairs(), given)
+            {
                 tracing::warn!(
                     path = parts.uri.path(),
                     signed = !given.is_empty(),
@@ -835,4 +873,36 @@ fn last_resort(
         open,
         ctx.seq + 1,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_is_decoded_into_its_names_and_values_in_order() {
+        let form = Form::parse(
+            b"From=%2B15145550123&SpeechResult=two+words&Digits=&Digits=7&Caf%C3%A9=%E2%82%AC&bare",
+        );
+        assert_eq!(
+            form.pairs(),
+            [
+                ("From", "+15145550123"),
+                ("SpeechResult", "two words"),
+                ("Digits", ""),
+                ("Digits", "7"),
+                ("Café", "€"),
+                ("bare", ""),
+            ]
+        );
+        assert_eq!(form.get("Digits"), Some(""), "the first of a repeated name");
+        assert_eq!(form.get("To"), None);
+        assert!(Form::parse(b"").pairs().is_empty());
+        let lossy = Form::parse(b"Body=%FF");
+        assert_eq!(
+            lossy.get("Body"),
+            Some("\u{FFFD}"),
+            "invalid UTF-8 replaced"
+        );
+    }
 }

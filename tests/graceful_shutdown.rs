@@ -1,6 +1,7 @@
 //! Issue 4, item 8: SIGTERM with 100 webhooks in flight. The server stops taking new
 //! connections, answers all 100 with their menus, has every record in the database before
-//! it exits, and exits within 10 seconds.
+//! it exits, and exits within 10 seconds. The log lines still queued for stdout are written
+//! out before it exits.
 
 mod common;
 
@@ -47,6 +48,12 @@ async fn sigterm_with_100_webhooks_in_flight_answers_and_commits_all_of_them_the
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let text = metrics_text(app).await;
+    assert_eq!(
+        sample(&text, "ivr_log_lines_dropped_total"),
+        Some(0.0),
+        "no log line dropped:\n{text}"
+    );
     server.terminate();
     let term = Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -69,7 +76,13 @@ async fn sigterm_with_100_webhooks_in_flight_answers_and_commits_all_of_them_the
         .await
         .expect("the server exits within 10 s of SIGTERM");
     let exited = term.elapsed();
-    assert!(exit.success(), "{exit}\n{}", server.logs());
+    let logs = server.logs();
+    assert!(exit.success(), "{exit}\n{logs}");
+    let logged = logs
+        .lines()
+        .filter(|l| l.contains("call step") && l.contains("CA0000000000000000000000005157"))
+        .count();
+    assert_eq!(logged, 100, "a log line per answered webhook:\n{logs}");
     let db = &server.app.db_path;
     let calls = count_rows(
         db,
