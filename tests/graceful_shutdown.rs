@@ -1,7 +1,7 @@
 //! Issue 4, item 8: SIGTERM with 100 webhooks in flight. The server stops taking new
 //! connections, answers all 100 with their menus, has every record in the database before
 //! it exits, and exits within 10 seconds. The log lines still queued for stdout are written
-//! out before it exits.
+//! out before it exits, and a stdout that nobody reads holds no webhook back.
 
 mod common;
 
@@ -107,4 +107,55 @@ async fn sigterm_with_100_webhooks_in_flight_answers_and_commits_all_of_them_the
         exit.code().unwrap_or(-1),
         exited.as_secs_f64()
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stdout_holds_no_webhook_back_and_its_lines_come_out_once_it_drains() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server =
+        Server::start_with_stdout(dir.path(), "", "stalled", std::process::Stdio::piped()).await;
+    // Nobody reads the pipe until every webhook is answered: at debug level it is full (64 KiB
+    // on Linux) after a few dozen webhooks, and a server that wrote its lines itself would
+    // stop answering there.
+    let mut stdout = server.take_stdout().expect("stdout is a pipe");
+    let app = server.app.clone();
+    let url = app.url("/voice/incoming");
+    const CALLS: usize = 1_000;
+    for n in 0..CALLS {
+        let sid = format!("CA{:032x}", 0x10c5_0000 + n);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.post_signed(&url, &incoming(&sid)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("webhook {n} not answered while stdout is stalled"));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            parse_twiml(&answer.body).first("Gather").is_some(),
+            "the menu: {}",
+            answer.body
+        );
+    }
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+    });
+    server.terminate();
+    let exit = server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the server exits within 10 s of SIGTERM");
+    assert!(exit.success(), "{exit}\n{}", server.logs());
+    let text = reader.join().expect("reader thread").expect("read stdout");
+    assert!(
+        text.len() > 64 * 1024,
+        "more was logged than the pipe holds, so it was full: {} bytes",
+        text.len()
+    );
+    let steps = text
+        .lines()
+        .filter(|l| l.contains("call step") && l.contains("CA00000000000000000000000010c5"))
+        .count();
+    assert_eq!(steps, CALLS, "every webhook's line, once stdout drained");
+    common::privacy::scan(&text);
 }

@@ -26,6 +26,13 @@ impl Server {
     /// Starts the server on `dir/ivr.db` (created or reused) and waits for `/healthz`.
     /// `toml` is the rest of its configuration (top-level keys only); the hours are open all week.
     pub async fn start(dir: &Path, toml: &str, name: &str) -> Server {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        Self::start_with_stdout(dir, toml, name, log.into()).await
+    }
+
+    /// As [`Server::start`], with stdout (where the server logs) sent to `stdout` instead
+    /// of the log file; stderr still goes to the file.
+    pub async fn start_with_stdout(dir: &Path, toml: &str, name: &str, stdout: Stdio) -> Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
         let db_path = dir.join("ivr.db");
@@ -52,7 +59,11 @@ impl Server {
         )
         .expect("write the configuration");
         let log = dir.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).expect("log file");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
             .arg("serve")
             .env_clear()
@@ -72,7 +83,7 @@ impl Server {
             .env("IVR_API_TOKEN", API_TOKEN)
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
+            .stdout(stdout)
             .stderr(log_file)
             .spawn()
             .expect("start the ivr binary");
@@ -157,6 +168,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         None
+    }
+
+    /// The server's stdout, when it was started with a pipe there.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Everything the server logged.
