@@ -12,7 +12,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     // Dropped last, after the server has stopped: writes out the lines still queued.
-    let _logs = ivr::logging::init();
+    let _logs = match ivr::logging::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: starting the log thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match ivr::cli::run(ivr::cli::Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
