@@ -158,4 +158,9 @@ async fn a_stalled_stdout_holds_no_webhook_back_and_its_lines_come_out_once_it_d
         .count();
     assert_eq!(steps, CALLS, "every webhook's line, once stdout drained");
     common::privacy::scan(&text);
+    report(format!(
+        "stalled stdout: {CALLS} webhooks answered with nobody reading the server's stdout; \
+         {} bytes of log lines (the pipe holds 65536), every one written out once it drained",
+        text.len()
+    ));
 }

@@ -142,21 +142,36 @@ fn checkpointer_busy(attempt: i32) -> bool {
 }
 
 /// One checkpoint pass: a passive copy of the WAL into the database, which never holds a
-/// commit back, then, only when the WAL has grown long, a restart of the WAL, which waits
-/// for the commit in progress and holds new ones back while it copies the last frames.
-fn checkpoint(conn: &Connection, metrics: &WriteMetrics) -> rusqlite::Result<()> {
+/// commit back, then, only when the WAL has grown past `restart_frames`, a restart of the
+/// WAL, which waits for the commit in progress and holds new ones back while it copies the
+/// last frames.
+///
+/// After a restart the WAL keeps its length until the next commit starts it over from its
+/// first frame, so until then it is not restarted again: `restarted` holds the length the
+/// last restart left, and a WAL still of that length has had no commit since (an idle server
+/// restarted it at every pass, 20 times a second, and counted each).
+fn checkpoint(
+    conn: &Connection,
+    metrics: &WriteMetrics,
+    restart_frames: i64,
+    restarted: &mut Option<i64>,
+) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if log > WAL_RESTART_FRAMES {
+    if log > restart_frames && *restarted != Some(log) {
         // A second passive pass first copies what was committed during the first, so
         // that the restart, which holds commits back, has little left to copy.
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         let started = std::time::Instant::now();
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+        let (busy, left): (i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         metrics
             .wal_restart_seconds
             .observe(started.elapsed().as_secs_f64());
         let result = if busy == 0 { "done" } else { "gave_up" };
         metrics.wal_restarts.with_label_values(&[result]).inc();
+        *restarted = (busy == 0).then_some(left);
     }
     Ok(())
 }
@@ -216,18 +231,26 @@ impl HotPath {
         let (checkpoints, requests) = mpsc::channel::<oneshot::Sender<StoreResult<()>>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || loop {
-                match requests.recv_timeout(CHECKPOINT_EVERY) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Err(e) = checkpoint(&checkpointer, &checkpoint_metrics) {
-                            checkpoint_metrics.checkpoint_errors.inc();
-                            tracing::debug!(error = %e, "checkpoint");
+            .spawn(move || {
+                let mut restarted = None;
+                loop {
+                    match requests.recv_timeout(CHECKPOINT_EVERY) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Err(e) = checkpoint(
+                                &checkpointer,
+                                &checkpoint_metrics,
+                                WAL_RESTART_FRAMES,
+                                &mut restarted,
+                            ) {
+                                checkpoint_metrics.checkpoint_errors.inc();
+                                tracing::debug!(error = %e, "checkpoint");
+                            }
                         }
+                        Ok(reply) => {
+                            let _ = reply.send(truncate(&checkpointer));
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    Ok(reply) => {
-                        let _ = reply.send(truncate(&checkpointer));
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             })
             .map_err(StoreError::Journal)?;
@@ -728,5 +751,51 @@ impl OwnedStatus {
             .execute(params![self.duration_seconds, call])?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restarts(metrics: &WriteMetrics) -> u64 {
+        metrics.wal_restarts.with_label_values(&["done"]).get()
+    }
+
+    #[test]
+    fn the_wal_is_restarted_once_it_is_long_and_not_again_until_a_commit_starts_it_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("wal.db");
+        let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+        let writer = open(&path, rw, SyncMode::Normal).expect("writer");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no automatic checkpoints");
+        writer
+            .execute_batch("CREATE TABLE t (b BLOB)")
+            .expect("table");
+        let write = |commits: usize| {
+            for _ in 0..commits {
+                writer
+                    .execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+                    .expect("insert");
+            }
+        };
+        let checkpointer = open(&path, rw, SyncMode::Normal).expect("checkpointer");
+        let metrics = WriteMetrics::new().expect("metrics");
+        let mut restarted = None;
+        let mut pass = |restarted: &mut Option<i64>| {
+            checkpoint(&checkpointer, &metrics, 50, restarted).expect("checkpoint");
+            restarts(&metrics)
+        };
+        write(5);
+        assert_eq!(pass(&mut restarted), 0, "the WAL is short");
+        write(60);
+        assert_eq!(pass(&mut restarted), 1, "the WAL is long");
+        for _ in 0..5 {
+            assert_eq!(pass(&mut restarted), 1, "no commit since the restart");
+        }
+        write(80);
+        assert_eq!(pass(&mut restarted), 2, "long again after new commits");
     }
 }
