@@ -784,7 +784,7 @@ mod tests {
         let checkpointer = open(&path, rw, SyncMode::Normal).expect("checkpointer");
         let metrics = WriteMetrics::new().expect("metrics");
         let mut restarted = None;
-        let mut pass = |restarted: &mut Option<i64>| {
+        let pass = |restarted: &mut Option<i64>| {
             checkpoint(&checkpointer, &metrics, 50, restarted).expect("checkpoint");
             restarts(&metrics)
         };
