@@ -5,6 +5,7 @@
 //! and a stdout that stalls (a full pipe, a journald that falls behind) never holds a
 //! caller's webhook: the buffer grows up to [`BUFFER_LIMIT`] and, past that, lines are
 //! dropped and counted (`ivr_log_lines_dropped_total`) until stdout takes writes again.
+//! Lines whose write fails are counted as dropped too.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +16,20 @@ use tracing_subscriber::EnvFilter;
 
 /// How often the log thread writes out what has been logged.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
-/// Bytes of log lines that may wait for stdout before new lines are dropped (about 40,000
-/// lines at the usual 200 bytes).
+/// Bytes of log lines that may wait for stdout, those being written included, before new
+/// lines are dropped (about 40,000 lines at the usual 200 bytes).
 pub const BUFFER_LIMIT: usize = 8 * 1024 * 1024;
+/// How long the last write-out at exit may wait for stdout before the process ends anyway.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Capacity a buffer keeps after a write-out; a larger one (stdout stalled for a while) is
+/// given back.
+const KEPT_CAPACITY: usize = 256 * 1024;
 
 #[derive(Default)]
 struct Pending {
     text: Vec<u8>,
+    /// Bytes the log thread is writing out now.
+    writing: usize,
     /// Set by [`LogGuard`]'s drop: write out what is left, then stop.
     closing: bool,
 }
@@ -37,7 +45,7 @@ struct Shared {
 impl Shared {
     fn append(&self, line: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.text.len() + line.len() > BUFFER_LIMIT {
+        if pending.text.len() + pending.writing + line.len() > BUFFER_LIMIT {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -70,11 +78,12 @@ impl<'a> MakeWriter<'a> for Buffered {
     }
 }
 
-/// Writes out the lines still buffered and stops the log thread when dropped: keep it
-/// until the process ends.
+/// Writes out the lines still buffered and stops the log thread when dropped (waiting at
+/// most [`CLOSE_WAIT`] for a stdout that does not take them): keep it until the process ends.
 pub struct LogGuard {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected when the log thread has ended.
+    ended: std::sync::mpsc::Receiver<()>,
 }
 
 impl Drop for LogGuard {
@@ -85,10 +94,24 @@ impl Drop for LogGuard {
             .unwrap_or_else(|e| e.into_inner())
             .closing = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.ended.recv_timeout(CLOSE_WAIT);
     }
+}
+
+/// Starts the log thread writing to `out`.
+fn start(shared: &Arc<Shared>, out: impl Write + Send + 'static) -> std::io::Result<LogGuard> {
+    let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new().name("ivr-log".into()).spawn({
+        let shared = shared.clone();
+        move || {
+            write_out(&shared, out);
+            drop(ended_tx);
+        }
+    })?;
+    Ok(LogGuard {
+        shared: shared.clone(),
+        ended,
+    })
 }
 
 /// The log thread: every [`FLUSH_EVERY`], takes what is buffered and writes it to `out`.
@@ -102,12 +125,23 @@ fn write_out(shared: &Shared, mut out: impl Write) {
                 .wait_timeout_while(pending, FLUSH_EVERY, |p| !p.closing)
                 .unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut pending.text, &mut spare);
+            pending.writing = spare.len();
             pending.closing
         };
         if !spare.is_empty() {
-            // Nowhere to report a failed write of the log; the lines are lost either way.
-            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            if out.write_all(&spare).and_then(|()| out.flush()).is_err() {
+                let lines = spare.iter().filter(|&&b| b == b'\n').count();
+                shared
+                    .dropped
+                    .fetch_add(u64::try_from(lines).unwrap_or(u64::MAX), Ordering::Relaxed);
+            }
             spare.clear();
+            spare.shrink_to(KEPT_CAPACITY);
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .writing = 0;
         }
         if closing {
             return;
@@ -124,22 +158,16 @@ pub fn init() -> std::io::Result<LogGuard> {
     let stdout = std::io::stdout();
     let ansi = std::io::IsTerminal::is_terminal(&stdout);
     let shared = Arc::new(Shared::default());
-    let thread = std::thread::Builder::new().name("ivr-log".into()).spawn({
-        let shared = shared.clone();
-        move || write_out(&shared, stdout)
-    })?;
+    let guard = start(&shared, stdout)?;
     let _ = SHARED.set(shared.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_ansi(ansi)
-        .with_writer(Buffered(shared.clone()))
+        .with_writer(Buffered(shared))
         .init();
-    Ok(LogGuard {
-        shared,
-        thread: Some(thread),
-    })
+    Ok(guard)
 }
 
 /// Log lines dropped because stdout did not keep up (0 if [`init`] was not called).
@@ -174,14 +202,7 @@ mod tests {
     fn lines_come_out_in_order_in_few_writes_and_all_of_them_at_close() {
         let shared = Arc::new(Shared::default());
         let sink = Sink::default();
-        let thread = std::thread::spawn({
-            let (shared, sink) = (shared.clone(), sink.clone());
-            move || write_out(&shared, sink)
-        });
-        let guard = LogGuard {
-            shared: shared.clone(),
-            thread: Some(thread),
-        };
+        let guard = start(&shared, sink.clone()).expect("log thread");
         let mut w = Buffered(shared.clone());
         for n in 0..1000 {
             writeln!(w, "line {n}").unwrap_or_default();
@@ -204,5 +225,55 @@ mod tests {
         assert_eq!(shared.dropped.load(Ordering::Relaxed), 10);
         let pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(pending.text.len(), BUFFER_LIMIT);
+    }
+
+    /// A stdout that takes nothing: the writer blocks until it is released.
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (released, cv) = &*self.0;
+            let guard = released.lock().unwrap_or_else(|e| e.into_inner());
+            let _held = cv
+                .wait_while(guard, |r| !*r)
+                .unwrap_or_else(|e| e.into_inner());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stdout_that_takes_nothing_delays_exit_by_at_most_the_close_wait() {
+        let shared = Arc::new(Shared::default());
+        let stuck = Arc::new((Mutex::new(false), Condvar::new()));
+        let guard = start(&shared, Stuck(stuck.clone())).expect("log thread");
+        Buffered(shared.clone())
+            .write_all(b"a line\n")
+            .unwrap_or_default();
+        std::thread::sleep(FLUSH_EVERY * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(
+            waited >= CLOSE_WAIT && waited < CLOSE_WAIT + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        *stuck.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        stuck.1.notify_all();
+    }
+
+    #[test]
+    fn lines_being_written_count_against_the_limit() {
+        let shared = Shared::default();
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .writing = BUFFER_LIMIT - 10;
+        shared.append(&[b'x'; 8]);
+        shared.append(&[b'x'; 8]);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 1);
     }
 }

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    // Dropped last, after the server has stopped: writes out the lines still queued.
+fn main() -> ExitCode {
+    // Dropped last, after the runtime and everything on it has stopped: writes out the
+    // lines still buffered, those logged while the runtime shut down included.
     let _logs = match ivr::logging::init() {
         Ok(guard) => guard,
         Err(e) => {
@@ -19,11 +19,25 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match ivr::cli::run(ivr::cli::Cli::parse()).await {
-        Ok(code) => code,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let code = runtime.block_on(async {
+        match ivr::cli::run(ivr::cli::Cli::parse()).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    });
+    drop(runtime);
+    code
 }

@@ -33,9 +33,10 @@ pub struct Metrics {
     pub journal_replayed: IntCounter,
     /// Call webhooks being answered right now.
     pub in_flight: IntGauge,
-    /// Log lines dropped because stdout did not keep up ([`crate::logging`]); read from
-    /// the process-wide log writer at each scrape.
+    /// Log lines dropped because stdout did not keep up ([`crate::logging`]); brought up
+    /// to the process-wide count at each scrape, one scrape at a time.
     log_dropped: IntCounter,
+    log_dropped_sync: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +126,7 @@ impl Metrics {
             journal_replayed,
             in_flight,
             log_dropped,
+            log_dropped_sync: Default::default(),
         })
     }
 
@@ -140,9 +142,15 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let dropped = crate::logging::dropped_lines();
-        self.log_dropped
-            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
+        {
+            let _one_scrape = self
+                .log_dropped_sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let dropped = crate::logging::dropped_lines();
+            self.log_dropped
+                .inc_by(dropped.saturating_sub(self.log_dropped.get()));
+        }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {

@@ -103,11 +103,18 @@ fn ivr_serve_with_no_configuration_answers_calls_from_an_embedded_sqlite_file() 
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
+    let stopping = Instant::now();
+    while child.try_wait().ok().flatten().is_none() {
+        if stopping.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the server did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut logs = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut logs);
     }
-    let _ = child.wait();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.to_ascii_lowercase().contains("content-type: text/xml"));
     assert!(body.contains("<Gather"), "{body}");

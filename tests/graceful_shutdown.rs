@@ -115,8 +115,8 @@ async fn a_stalled_stdout_holds_no_webhook_back_and_its_lines_come_out_once_it_d
     let mut server =
         Server::start_with_stdout(dir.path(), "", "stalled", std::process::Stdio::piped()).await;
     // Nobody reads the pipe until every webhook is answered: at debug level it is full (64 KiB
-    // on Linux) after a few dozen webhooks, and a server that wrote its lines itself would
-    // stop answering there.
+    // on Linux) after about 340 webhooks, and a server that wrote its lines itself stops
+    // answering there.
     let mut stdout = server.take_stdout().expect("stdout is a pipe");
     let app = server.app.clone();
     let url = app.url("/voice/incoming");

@@ -147,9 +147,10 @@ fn checkpointer_busy(attempt: i32) -> bool {
 /// last frames.
 ///
 /// After a restart the WAL keeps its length until the next commit starts it over from its
-/// first frame, so until then it is not restarted again: `restarted` holds the length the
-/// last restart left, and a WAL still of that length has had no commit since (an idle server
-/// restarted it at every pass, 20 times a second, and counted each).
+/// first frame, so until then it is not restarted again: `restarted` holds this connection's
+/// `data_version` just after the last restart, and it changes only when another connection
+/// commits (an idle server restarted the WAL at every pass, 20 times a second, and counted
+/// each).
 fn checkpoint(
     conn: &Connection,
     metrics: &WriteMetrics,
@@ -157,23 +158,30 @@ fn checkpoint(
     restarted: &mut Option<i64>,
 ) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if log > restart_frames && *restarted != Some(log) {
+    if log > restart_frames && *restarted != Some(data_version(conn)?) {
         // A second passive pass first copies what was committed during the first, so
         // that the restart, which holds commits back, has little left to copy.
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         let started = std::time::Instant::now();
-        let (busy, left): (i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
         metrics
             .wal_restart_seconds
             .observe(started.elapsed().as_secs_f64());
         let result = if busy == 0 { "done" } else { "gave_up" };
         metrics.wal_restarts.with_label_values(&[result]).inc();
-        *restarted = (busy == 0).then_some(left);
+        // No commit can land while the restart holds them back: read just after it, the
+        // version tells whether any came since.
+        *restarted = if busy == 0 {
+            Some(data_version(conn)?)
+        } else {
+            None
+        };
     }
     Ok(())
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 /// Copies the whole WAL into the database and truncates it, waiting a little for the last
@@ -232,6 +240,7 @@ impl HotPath {
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
+                // See [`checkpoint`].
                 let mut restarted = None;
                 loop {
                     match requests.recv_timeout(CHECKPOINT_EVERY) {
