@@ -90,7 +90,13 @@ impl Server {
         let app = std::sync::Arc::new(TestApp {
             addr: addr.clone(),
             public: addr,
-            http: reqwest::Client::new(),
+            // Twilio's own limit: a request to a server killed under it ends in an error
+            // like Twilio's, never in a test that waits for ever (seen once in
+            // crash_safety, all tasks parked, no socket open).
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("HTTP client"),
             clock: Clock::system(),
             db_path,
             state: None,
