@@ -71,18 +71,14 @@ impl Form {
     }
 
     /// Every name and value, in the order posted.
-    fn pairs(&self) -> Vec<(&str, &str)> {
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs
             .iter()
             .map(|(k, v)| (&self.text[k.clone()], &self.text[v.clone()]))
-            .collect()
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| &self.text[k.clone()] == name)
-            .map(|(_, v)| &self.text[v.clone()])
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }
 
@@ -165,7 +161,13 @@ impl FromRequest<AppState> for Webhook {
                 .get("x-twilio-signature")
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            if given.is_empty() || !signature::verify(token.expose(), &url, &params.pairs(), given)
+            if given.is_empty()
+                || !signature::verify(
+                    token.expose(),
+                    &url,
+                    &params.iter().collect::<Vec<_>>(),
+                    given,
+                )
             {
                 tracing::warn!(
                     path = parts.uri.path(),
@@ -886,7 +888,7 @@ mod tests {
             b"From=%2B15145550123&SpeechResult=two+words&Digits=&Digits=7&Caf%C3%A9=%E2%82%AC&bare",
         );
         assert_eq!(
-            form.pairs(),
+            form.iter().collect::<Vec<_>>(),
             [
                 ("From", "+15145550123"),
                 ("SpeechResult", "two words"),
@@ -898,7 +900,7 @@ mod tests {
         );
         assert_eq!(form.get("Digits"), Some(""), "the first of a repeated name");
         assert_eq!(form.get("To"), None);
-        assert!(Form::parse(b"").pairs().is_empty());
+        assert_eq!(Form::parse(b"").iter().count(), 0);
         let lossy = Form::parse(b"Body=%FF");
         assert_eq!(
             lossy.get("Body"),
