@@ -13,7 +13,11 @@
 //! 5. after a graceful stop, that the database holds exactly the calls, webhooks, tickets and
 //!    final statuses that were acknowledged;
 //! 6. start-up on the now-full database: time from spawning the binary to the first answered
-//!    webhook.
+//!    webhook;
+//! 7. for each phase, the CPU time per request of the server (by thread: HTTP and flow on
+//!    the runtime's workers, the SQLite writer, the checkpointer, the log thread) and of the
+//!    load generator, and how busy the machine's cores were: where the time goes, and
+//!    whether the machine was short of CPU or of something else.
 //!
 //! `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
 //! written to a file (the README quotes `benches/results/callload.txt`).
@@ -838,6 +842,95 @@ async fn crash_startup(
     Ok((ms, wal_mb))
 }
 
+/// CPU time from `/proc`, in clock ticks (`USER_HZ`: 100 a second on Linux).
+#[derive(Default, Clone)]
+struct CpuSample {
+    /// The machine's ticks in all, and those idle or waiting for I/O.
+    machine: u64,
+    machine_idle: u64,
+    /// The server's ticks (every thread, ended ones included), and by thread name.
+    server: u64,
+    server_threads: BTreeMap<String, u64>,
+    /// This process's: the load generator.
+    load: u64,
+}
+
+/// `utime + stime` and the name of a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    // After the name: state is field 3 of stat(5), utime 14 and stime 15.
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Thread names keep their kind: `tokio-rt-worker`, `sqlite-writer`, ...
+    let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+    Some((kind.to_string(), utime + stime))
+}
+
+impl CpuSample {
+    fn now(server_pid: u32) -> CpuSample {
+        let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+        let mut sample = CpuSample::default();
+        if let Some(cpu) = read("/proc/stat".into()).lines().next() {
+            let ticks: Vec<u64> = cpu
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal (guest time is in user's).
+            sample.machine = ticks.iter().take(8).sum();
+            sample.machine_idle =
+                ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        }
+        sample.server = stat_ticks(&read(format!("/proc/{server_pid}/stat"))).map_or(0, |t| t.1);
+        sample.load = stat_ticks(&read("/proc/self/stat".into())).map_or(0, |t| t.1);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{server_pid}/task")) {
+            for task in tasks.flatten() {
+                if let Some((kind, ticks)) =
+                    stat_ticks(&read(format!("{}/stat", task.path().display())))
+                {
+                    *sample.server_threads.entry(kind).or_default() += ticks;
+                }
+            }
+        }
+        sample
+    }
+
+    /// What the machine, the server (by thread) and the load generator spent between
+    /// `self` and `later`, per request answered in between.
+    fn describe(&self, later: &CpuSample, requests: u64, what: &str) -> String {
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
+        let total = later.machine.saturating_sub(self.machine);
+        let idle = later.machine_idle.saturating_sub(self.machine_idle);
+        let mut threads: Vec<(String, u64)> = later
+            .server_threads
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.saturating_sub(self.server_threads.get(k).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        threads.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let threads: Vec<String> = threads
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", per(*v)))
+            .collect();
+        format!(
+            "{:<22} cpu µs per {what}: server {:.1} ({}), load generator {:.1}; the machine's cores {:.0}% busy",
+            "",
+            per(later.server.saturating_sub(self.server)),
+            threads.join(", "),
+            per(later.load.saturating_sub(self.load)),
+            100.0 * total.saturating_sub(idle) as f64 / total.max(1) as f64,
+        )
+    }
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -925,13 +1018,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let (mut t, _) = phase(&server, &args, warmup, None, false, &serial, &mut rss_peak).await;
     keep(&mut t);
+    let pid = server.child.id();
+    let cpu = CpuSample::now(pid);
     let (t, secs) = phase(&server, &args, measure, None, true, &serial, &mut rss_peak).await;
     let bare_f = figures(&t, secs);
     report.line(describe("bare endpoint", &bare_f, false));
+    report.line(cpu.describe(&CpuSample::now(pid), bare_f.requests, "request"));
+    let cpu = CpuSample::now(pid);
     let (mut t, secs) = phase(&server, &args, measure, None, false, &serial, &mut rss_peak).await;
     let full_f = figures(&t, secs);
     keep(&mut t);
     report.line(describe("full steps, max", &full_f, true));
+    report.line(cpu.describe(&CpuSample::now(pid), full_f.requests, "step"));
+    let cpu = CpuSample::now(pid);
     let (mut t, secs) = phase(
         &server,
         &args,
@@ -945,6 +1044,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let paced_f = figures(&t, secs);
     keep(&mut t);
     report.line(describe(&format!("full steps at {rate}/s"), &paced_f, true));
+    report.line(cpu.describe(&CpuSample::now(pid), paced_f.requests, "step"));
     let hwm = server.memory_kb("VmHWM").unwrap_or(rss_peak).max(rss_peak);
     let ratio = full_f.per_second / bare_f.per_second.max(1.0);
     report.line(format!(
