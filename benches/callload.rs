@@ -48,6 +48,12 @@ const ACCOUNT: &str = "AC00000000000000000000000000000000";
 const GUEST_CARE: &str = "+18007373233";
 const CALLER: &str = "+12045551234";
 
+/// The callers of the README's run, on which the targets are judged. With many more
+/// connections the bare endpoint itself slows (at 1,000: 50,000 and 71,000 requests/s in
+/// two runs, against about 88,000 at 32) while full steps gain from fuller commits, so the
+/// ratio would rise without the server being any faster.
+const STANDARD_CALLERS: usize = 32;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Call-load benchmark of the ivr server")]
 struct Args {
@@ -55,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     duration: u64,
     /// Concurrent callers, each on its own keep-alive connection.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = STANDARD_CALLERS)]
     callers: usize,
     /// Steps per second of the paced phase.
     #[arg(long, default_value_t = 5000)]
@@ -399,33 +405,48 @@ struct Pace {
 }
 
 impl Pace {
-    /// Waits for the next request's turn; `false` once the phase is over.
-    async fn turn(&self) -> bool {
-        if let Some((rate, next)) = &self.rate {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let due = self.start + Duration::from_nanos(i * 1_000_000_000 / rate);
-            if due >= self.end {
-                return false;
+    /// Waits for the next request's turn and returns the time to measure it from; `None`
+    /// once the phase is over. Paced, a request that was already due when its caller got
+    /// to it (the caller was still waiting for its previous answer) is timed from when it
+    /// was due: a stall then counts against every request due during it, as it would
+    /// against Twilio's calls, which do not wait for each other; otherwise the callers held
+    /// up by a stall send nothing while it lasts, and it counts once per caller only. A
+    /// request the caller waited for is timed from when the wait ended, so that the timer's
+    /// own lateness (up to a millisecond) is not counted against the server.
+    async fn turn(&self) -> Option<Instant> {
+        let from = match &self.rate {
+            Some((rate, next)) => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let due = self.start + Duration::from_nanos(i * 1_000_000_000 / rate);
+                if due >= self.end {
+                    return None;
+                }
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                }
             }
-            tokio::time::sleep_until(due.into()).await;
-        }
-        Instant::now() < self.end
+            None => Instant::now(),
+        };
+        (Instant::now() < self.end).then_some(from)
     }
 }
 
-/// Sends one signed webhook and times it.
+/// Sends one signed webhook and times it from `due` ([`Pace::turn`]).
 async fn step(
     client: &mut Client,
     public: &str,
     url: &str,
     params: &[(String, String)],
+    due: Instant,
     tally: &mut Tally,
 ) -> Option<Answer> {
     let signature = ivr::signature::compute(TOKEN, url, params);
     let path = url.strip_prefix(public).unwrap_or(url).to_string();
-    let started = Instant::now();
     let answer = client.post(&path, form(params), Some(signature)).await;
-    let took = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+    let took = due.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
     match answer {
         Ok(a) if a.status == 200 => {
             tally.answered(took);
@@ -451,16 +472,16 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
     let mut client = Client::new(addr);
     let mut tally = Tally::starting(pace.start);
     'calls: loop {
-        if !pace.turn().await {
+        let Some(due) = pace.turn().await else {
             break;
-        }
+        };
         let n = serial.fetch_add(1, Ordering::Relaxed);
         // Twilio's CallSids look random: so do these, the serial number keeping them unique.
         let sid = format!("CA{:016x}{n:016x}", fastrand::u64(..));
         let base = call_params(&sid, "in-progress");
         let mut acks = Acks::default();
         let mut url = format!("{public}/voice/incoming");
-        let mut answer = step(&mut client, &public, &url, &base, &mut tally).await;
+        let mut answer = step(&mut client, &public, &url, &base, due, &mut tally).await;
         for (i, digit) in ["1", "4", "2"].iter().enumerate() {
             let Some(a) = answer else { break 'calls };
             acks.hooks += 1;
@@ -472,15 +493,16 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
                 ));
                 break 'calls;
             };
-            if !pace.turn().await {
+            let Some(due) = pace.turn().await else {
                 break 'calls;
-            }
+            };
             url = next;
             answer = step(
                 &mut client,
                 &public,
                 &url,
                 &with(base.clone(), &[("Digits", digit)]),
+                due,
                 &mut tally,
             )
             .await;
@@ -498,9 +520,9 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
             ));
             break;
         };
-        if !pace.turn().await {
+        let Some(due) = pace.turn().await else {
             break;
-        }
+        };
         let dialled = with(
             base.clone(),
             &[
@@ -509,7 +531,7 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
                 ("DialCallDuration", "30"),
             ],
         );
-        if step(&mut client, &public, &dial, &dialled, &mut tally)
+        if step(&mut client, &public, &dial, &dialled, due, &mut tally)
             .await
             .is_none()
         {
@@ -517,9 +539,9 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
         }
         acks.hooks += 1;
         tally.acks.insert(sid.clone(), acks);
-        if !pace.turn().await {
+        let Some(due) = pace.turn().await else {
             break;
-        }
+        };
         let status = with(
             call_params(&sid, "completed"),
             &[
@@ -529,7 +551,7 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
             ],
         );
         let status_url = format!("{public}/voice/status");
-        if step(&mut client, &public, &status_url, &status, &mut tally)
+        if step(&mut client, &public, &status_url, &status, due, &mut tally)
             .await
             .is_none()
         {
@@ -550,11 +572,10 @@ async fn bare(addr: SocketAddr, pace: Pace) -> Tally {
         "CA0000000000000000000000000000bare",
         "ringing",
     ));
-    while pace.turn().await {
-        let started = Instant::now();
+    while let Some(due) = pace.turn().await {
         match client.post("/bench/bare", body.clone(), None).await {
             Ok(a) if a.status == 200 && a.body.starts_with(b"<?xml") => {
-                tally.answered(started.elapsed().as_micros() as u32)
+                tally.answered(due.elapsed().as_micros() as u32)
             }
             Ok(a) => tally.error(format!("bare: HTTP {}", a.status)),
             Err(e) => tally.error(format!("bare: {e}")),
@@ -791,7 +812,16 @@ async fn startup(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<(f
     let mut tally = Tally::default();
     let answered = loop {
         let mut client = Client::new(server.addr);
-        if let Some(a) = step(&mut client, &public, &url, &params, &mut tally).await {
+        if let Some(a) = step(
+            &mut client,
+            &public,
+            &url,
+            &params,
+            Instant::now(),
+            &mut tally,
+        )
+        .await
+        {
             if action_of(&a.body, "Gather").is_some() {
                 break started.elapsed();
             }
@@ -992,7 +1022,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.callers
     ));
     report.line(format!(
-        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s"
+        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late)"
     ));
 
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
@@ -1095,6 +1125,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.smoke {
         report.line(format!(
             "smoke: {errors} errors, records {}",
+            verdict(records_ok)
+        ));
+    } else if args.callers != STANDARD_CALLERS {
+        report.line(format!(
+            "targets not judged: {} callers (they are judged at {STANDARD_CALLERS}, the README's run, as the bare endpoint's speed depends on the connections); errors {errors}, records {}",
+            args.callers,
             verdict(records_ok)
         ));
     } else {
