@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The journal could not be written or read.
     #[error("journal: {0}")]
     Journal(std::io::Error),
+    /// The database file could not be opened apart from SQLite (to sync it).
+    #[error("the database file: {0}")]
+    DbFile(std::io::Error),
     /// The storage's metrics could not be created.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -85,6 +88,7 @@ impl StoreError {
             StoreError::Migrate(_)
             | StoreError::Unsupported(_)
             | StoreError::Journal(_)
+            | StoreError::DbFile(_)
             | StoreError::Metrics(_) => false,
         }
     }

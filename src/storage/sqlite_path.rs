@@ -144,7 +144,14 @@ fn checkpointer_busy(attempt: i32) -> bool {
 /// One checkpoint pass: a passive copy of the WAL into the database, which never holds a
 /// commit back, then, only when the WAL has grown past `restart_frames`, a restart of the
 /// WAL, which waits for the commit in progress and holds new ones back while it copies the
-/// last frames.
+/// last frames and syncs the database file.
+///
+/// A passive copy syncs the database file only when it has copied the whole WAL, which
+/// under steady load never happens, so the pages it writes wait in the page cache; the
+/// restart's sync then had all of them since the previous restart to write out, with
+/// commits held back (20 to 50 ms each on the machine of 1 December, at 5,000 steps/s).
+/// `db_file`, the database file opened apart from SQLite, is synced first, while commits go
+/// on, so that the restart's own sync has only the last few pages to write.
 ///
 /// After a restart the WAL keeps its length until the next commit starts it over from its
 /// first frame, so until then it is not restarted again: `restarted` holds this connection's
@@ -153,12 +160,19 @@ fn checkpointer_busy(attempt: i32) -> bool {
 /// each).
 fn checkpoint(
     conn: &Connection,
+    db_file: &std::fs::File,
     metrics: &WriteMetrics,
     restart_frames: i64,
     restarted: &mut Option<i64>,
 ) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if log > restart_frames && *restarted != Some(data_version(conn)?) {
+        // What the passive passes copied goes to disk now, commits going on meanwhile.
+        // Should this fail, the restart's own sync fails too, and reports it.
+        if let Err(e) = db_file.sync_data() {
+            metrics.checkpoint_errors.inc();
+            tracing::warn!(error = %e, "syncing the database file before a WAL restart");
+        }
         // A second passive pass first copies what was committed during the first, so
         // that the restart, which holds commits back, has little left to copy.
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
@@ -232,6 +246,8 @@ impl HotPath {
         writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         writer.busy_handler(Some(writer_busy))?;
         let checkpointer = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, synchronous)?;
+        // See [`checkpoint`]: synced before each WAL restart.
+        let db_file = std::fs::File::open(&path).map_err(StoreError::DbFile)?;
         checkpointer.busy_handler(Some(checkpointer_busy))?;
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
         let metrics = WriteMetrics::new()?;
@@ -247,6 +263,7 @@ impl HotPath {
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             if let Err(e) = checkpoint(
                                 &checkpointer,
+                                &db_file,
                                 &checkpoint_metrics,
                                 WAL_RESTART_FRAMES,
                                 &mut restarted,
@@ -791,10 +808,11 @@ mod tests {
             }
         };
         let checkpointer = open(&path, rw, SyncMode::Normal).expect("checkpointer");
+        let db_file = std::fs::File::open(&path).expect("the database file");
         let metrics = WriteMetrics::new().expect("metrics");
         let mut restarted = None;
         let pass = |restarted: &mut Option<i64>| {
-            checkpoint(&checkpointer, &metrics, 50, restarted).expect("checkpoint");
+            checkpoint(&checkpointer, &db_file, &metrics, 50, restarted).expect("checkpoint");
             restarts(&metrics)
         };
         write(5);
