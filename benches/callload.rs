@@ -49,8 +49,8 @@ const GUEST_CARE: &str = "+18007373233";
 const CALLER: &str = "+12045551234";
 
 /// The callers of the README's run, on which the targets are judged. With many more
-/// connections the bare endpoint itself slows (at 1,000: 50,000 and 71,000 requests/s in
-/// two runs, against about 88,000 at 32) while full steps gain from fuller commits, so the
+/// connections the bare endpoint itself slows (at 1,000: 50,000 to 72,000 requests/s in
+/// three runs, against 83,000 to 88,000 at 32) while full steps gain from fuller commits, so the
 /// ratio would rise without the server being any faster.
 const STANDARD_CALLERS: usize = 32;
 
@@ -412,7 +412,9 @@ impl Pace {
     /// against Twilio's calls, which do not wait for each other; otherwise the callers held
     /// up by a stall send nothing while it lasts, and it counts once per caller only. A
     /// request the caller waited for is timed from when the wait ended, so that the timer's
-    /// own lateness (up to a millisecond) is not counted against the server.
+    /// own lateness (up to a millisecond, more when the load generator is short of CPU) is
+    /// not counted against the server. Unpaced, a request is timed from here, which takes
+    /// in the few microseconds of building and signing it.
     async fn turn(&self) -> Option<Instant> {
         let from = match &self.rate {
             Some((rate, next)) => {

@@ -306,8 +306,8 @@ pub fn check_mode(config: &Config) -> anyhow::Result<()> {
 
 /// Connections the kernel holds for the server until it accepts them. In a storm the
 /// platform opens many at once, one per webhook in flight; when this queue is full the
-/// kernel drops the attempt and the platform tries again only after a second (then three,
-/// then seven), which a caller hears as silence. Linux caps it at `net.core.somaxconn`
+/// kernel drops the attempt, and a client tries again only after a second (Linux's: then
+/// two more, then four more), which a caller hears as silence. Linux caps it at `net.core.somaxconn`
 /// (4096 by default since 5.4). `TcpListener::bind` asked for 128: in a run of 1,000
 /// callers opening their connections at once, thousands of attempts were dropped and the
 /// slowest webhooks took 1.1 to 1.3 s instead of about 0.1 s.

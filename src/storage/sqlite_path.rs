@@ -168,7 +168,8 @@ fn checkpoint(
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if log > restart_frames && *restarted != Some(data_version(conn)?) {
         // What the passive passes copied goes to disk now, commits going on meanwhile.
-        // Should this fail, the restart's own sync fails too, and reports it.
+        // Should this fail, the restart's own sync may fail too, and report it; SQLite's
+        // syncs are what the records' durability rests on, this one only moves the wait.
         if let Err(e) = db_file.sync_data() {
             metrics.checkpoint_errors.inc();
             tracing::warn!(error = %e, "syncing the database file before a WAL restart");
