@@ -102,7 +102,7 @@ async fn a_burst_of_1500_connections_while_the_server_cannot_accept_is_held_and_
     let ended = tokio::time::timeout(Duration::from_secs(30), answering).await;
     assert!(ended.is_ok(), "{answered} of {BURST} answered within 30 s");
     assert_eq!(answered, BURST);
-    println!(
+    common::report(format!(
         "connection burst: {BURST} connections opened while the server was stopped -> {BURST} held by the listen queue, 0 dropped, {answered} answered 200 once it ran again"
-    );
+    ));
 }
