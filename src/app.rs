@@ -307,10 +307,10 @@ pub fn check_mode(config: &Config) -> anyhow::Result<()> {
 /// Connections the kernel holds for the server until it accepts them. In a storm the
 /// platform opens many at once, one per webhook in flight; when this queue is full the
 /// kernel drops the attempt, and a client tries again only after a second (Linux's: then
-/// two more, then four more), which a caller hears as silence. Linux caps it at `net.core.somaxconn`
-/// (4096 by default since 5.4). `TcpListener::bind` asked for 128: in a run of 1,000
-/// callers opening their connections at once, thousands of attempts were dropped and the
-/// slowest webhooks took 1.1 to 1.3 s instead of about 0.1 s.
+/// two more, then four more), which a caller hears as silence. Linux caps it at
+/// `net.core.somaxconn` (4096 by default since 5.4). `TcpListener::bind` asked for 128: in
+/// a run of 1,000 callers opening their connections at once, thousands of attempts were
+/// dropped and the slowest webhooks took 1.1 to 1.3 s instead of about 0.1 s.
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// The listening socket: as `TcpListener::bind` (address reuse on), with a longer queue.
