@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+use anyhow::Context as _;
 use clap::Parser;
 
 /// The load generator shares the machine with the server: it uses the server's allocator, so
@@ -191,6 +192,50 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Connections held open for the memory-per-connection figure.
+const CONNECTIONS_MEASURED: usize = 1000;
+
+/// The server's memory per open connection, in KiB: a fresh server of its own (so that
+/// memory freed by the phases is not reused and counted as nothing), its `VmRSS` before and
+/// after `n` keep-alive connections are opened, each with one bare request answered and all
+/// still open. In a storm the platform holds a connection per webhook in flight.
+async fn memory_per_connection(
+    bin: &Path,
+    dir: &Path,
+    synchronous: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let server = Server::spawn(bin, dir, synchronous)?;
+    let measured = async {
+        let ready_until = Instant::now() + Duration::from_secs(30);
+        while !Client::new(server.addr)
+            .post("/bench/bare", "x=1".into(), None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+        {
+            anyhow::ensure!(Instant::now() < ready_until, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = server.memory_kb("VmRSS").context("no VmRSS")?;
+        let mut open = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut c = Client::new(server.addr);
+            let a = c.post("/bench/bare", "x=1".into(), None).await?;
+            anyhow::ensure!(a.status == 200, "bare: HTTP {}", a.status);
+            open.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = server.memory_kb("VmRSS").context("no VmRSS")?;
+        drop(open);
+        Ok(after.saturating_sub(before) as f64 / n as f64)
+    }
+    .await;
+    server.stop()?;
+    measured
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -1121,6 +1166,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     report.line(format!(
         "start-up after a kill -9 at full speed (the WAL file left: {wal_mb:.0} MB): {crash_ms:.0} ms"
     ));
+
+    let n = CONNECTIONS_MEASURED;
+    match memory_per_connection(&bin, &dir.path().join("connections"), &args.synchronous, n).await {
+        Ok(kib) => report.line(format!(
+            "server memory per open connection: {kib:.1} KiB (VmRSS of a fresh server before and after {n} keep-alive connections, one bare request answered on each, all open)"
+        )),
+        Err(e) => report.line(format!("server memory per open connection: not measured ({e})")),
+    }
 
     let errors = bare_f.errors + full_f.errors + paced_f.errors;
     let mut ok = errors == 0 && records_ok;
