@@ -17,7 +17,8 @@
 //! 7. for each phase, the CPU time per request of the server (by thread: HTTP and flow on
 //!    the runtime's workers, the SQLite writer, the checkpointer, the log thread) and of the
 //!    load generator, and how busy the machine's cores were: where the time goes, and
-//!    whether the machine was short of CPU or of something else.
+//!    whether the machine was short of CPU or of something else;
+//! 8. on a fresh server, the memory each open keep-alive connection keeps.
 //!
 //! `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
 //! written to a file (the README quotes `benches/results/callload.txt`).
