@@ -210,7 +210,8 @@ async fn memory_per_connection(
 ) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let server = Server::spawn(bin, dir, synchronous)?;
-    let measured = async {
+    // Bounded: a server out of file descriptors would hold the connections unanswered.
+    let measured = tokio::time::timeout(Duration::from_secs(60), async {
         let ready_until = Instant::now() + Duration::from_secs(30);
         while !Client::new(server.addr)
             .post("/bench/bare", "x=1".into(), None)
@@ -233,10 +234,10 @@ async fn memory_per_connection(
         let after = server.memory_kb("VmRSS").context("no VmRSS")?;
         drop(open);
         Ok(after.saturating_sub(before) as f64 / n as f64)
-    }
+    })
     .await;
     server.stop()?;
-    measured
+    measured.map_err(|_| anyhow::anyhow!("not done within 60 s"))?
 }
 
 /// One keep-alive HTTP/1.1 connection.
