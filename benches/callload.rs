@@ -210,7 +210,8 @@ async fn memory_per_connection(
 ) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let server = Server::spawn(bin, dir, synchronous)?;
-    // Bounded: a server out of file descriptors would hold the connections unanswered.
+    // Bounded (and its stop by 30 s more): a server out of file descriptors would hold the
+    // connections unanswered.
     let measured = tokio::time::timeout(Duration::from_secs(60), async {
         let ready_until = Instant::now() + Duration::from_secs(30);
         while !Client::new(server.addr)

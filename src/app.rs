@@ -340,7 +340,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     crate::retention::spawn(state.clone());
     // Built once: `axum::serve` given a `Router` itself builds a fresh copy of every route
-    // for each connection it accepts (about 14 KB that the connection keeps); through
+    // for each connection it accepts (about 14 KiB that the connection keeps); through
     // `into_make_service` each connection shares the one router.
     axum::serve(listener, build_router(state.clone()).into_make_service())
         .with_graceful_shutdown(shutdown_signal())

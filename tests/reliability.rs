@@ -475,7 +475,7 @@ async fn a_panic_inside_a_step_still_routes_the_caller_and_is_counted_and_logged
     }));
     let served = panicking.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, ivr::app::build_router(served)).await;
+        let _ = axum::serve(listener, ivr::app::build_router(served).into_make_service()).await;
     });
     let url = format!("{addr}/voice/incoming");
     let sid = "CAPANIC000000000000000000000000001";

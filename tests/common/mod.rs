@@ -198,7 +198,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let state = build_state(config, clock.clone()).await.expect("app state");
     let served = state.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, build_router(served)).await;
+        let _ = axum::serve(listener, build_router(served).into_make_service()).await;
     });
     TestApp {
         addr,
