@@ -338,11 +338,21 @@ async fn write_path_figures(addr: SocketAddr) -> anyhow::Result<String> {
     let webhooks = sample(&text, "ivr_db_commit_group_size_sum");
     let restarts = sample(&text, "ivr_db_wal_restart_seconds_count");
     let held = sample(&text, "ivr_db_wal_restart_seconds_sum");
+    // The slow restarts, from the histogram's buckets: what sets the slowest steps.
+    let over = |le: &str| {
+        restarts
+            - sample(
+                &text,
+                &format!("ivr_db_wal_restart_seconds_bucket{{le=\"{le}\"}}"),
+            )
+    };
     Ok(format!(
-        "write path: {commits:.0} commits, {:.1} webhooks per commit on average; {restarts:.0} WAL restarts ({:.0} gave up), holding commits back {:.1} ms on average; {:.0} checkpoint errors",
+        "write path: {commits:.0} commits, {:.1} webhooks per commit on average; {restarts:.0} WAL restarts ({:.0} gave up), holding commits back {:.1} ms on average, {:.0} of them over 20 ms and {:.0} over 50 ms; {:.0} checkpoint errors",
         webhooks / commits.max(1.0),
         sample(&text, r#"ivr_db_wal_restarts_total{result="gave_up"}"#),
         held * 1000.0 / restarts.max(1.0),
+        over("0.02"),
+        over("0.05"),
         sample(&text, "ivr_db_checkpoint_errors_total"),
     ))
 }
