@@ -51,9 +51,9 @@ const GUEST_CARE: &str = "+18007373233";
 const CALLER: &str = "+12045551234";
 
 /// The callers of the README's run, on which the targets are judged. With many more
-/// connections the bare endpoint itself slows (at 1,000: 50,000 to 72,000 requests/s in
-/// three runs, against 83,000 to 88,000 at 32) while full steps gain from fuller commits, so the
-/// ratio would rise without the server being any faster.
+/// connections the bare endpoint itself slows (1 December: at 1,000, 50,000 to 101,000
+/// requests/s in four runs, against 83,000 to 123,000 at 32) while full steps gain from
+/// fuller commits, so the ratio would rise without the server being any faster.
 const STANDARD_CALLERS: usize = 32;
 
 #[derive(Parser, Debug, Clone)]
@@ -213,15 +213,7 @@ async fn memory_per_connection(
     // Bounded (and its stop by 30 s more): a server out of file descriptors would hold the
     // connections unanswered.
     let measured = tokio::time::timeout(Duration::from_secs(60), async {
-        let ready_until = Instant::now() + Duration::from_secs(30);
-        while !Client::new(server.addr)
-            .post("/bench/bare", "x=1".into(), None)
-            .await
-            .is_ok_and(|a| a.status == 200)
-        {
-            anyhow::ensure!(Instant::now() < ready_until, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_ready(server.addr).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = server.memory_kb("VmRSS").context("no VmRSS")?;
         let mut open = Vec::with_capacity(n);
@@ -239,6 +231,20 @@ async fn memory_per_connection(
     .await;
     server.stop()?;
     measured.map_err(|_| anyhow::anyhow!("not done within 60 s"))?
+}
+
+/// Waits until the server answers its bare endpoint, for 30 s at most.
+async fn until_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    let ready_until = Instant::now() + Duration::from_secs(30);
+    while !Client::new(addr)
+        .post("/bench/bare", "x=1".into(), None)
+        .await
+        .is_ok_and(|a| a.status == 200)
+    {
+        anyhow::ensure!(Instant::now() < ready_until, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -1086,17 +1092,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ));
 
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
-    let ready_until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut c = Client::new(server.addr);
-        if let Ok(a) = c.post("/bench/bare", "x=1".into(), None).await {
-            if a.status == 200 {
-                break;
-            }
-        }
-        anyhow::ensure!(Instant::now() < ready_until, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ready(server.addr).await?;
     let serial = Arc::new(AtomicU64::new(0));
     let mut rss_peak = 0;
     let mut acked: HashMap<String, Acks> = HashMap::new();
