@@ -20,7 +20,9 @@
 //!    whether the machine was short of CPU or of something else;
 //! 8. on a fresh server, the memory each open keep-alive connection keeps.
 //!
-//! `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
+//! `--seed-calls N` first fills the database with N synthetic calls of the past year (`ivr
+//! seed`), to measure the write path on months of records; the check of 5. then covers the
+//! run's calls only. `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
 //! written to a file (the README quotes `benches/results/callload.txt`).
 
 #![forbid(unsafe_code)]
@@ -80,6 +82,11 @@ struct Args {
     /// The server binary (default: the one cargo built with this benchmark).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Calls already in the database before the run (`ivr seed`: synthetic calls of the
+    /// past year, with their steps, webhooks and tickets), to measure the write path on the
+    /// records of months of operation rather than on an empty database.
+    #[arg(long, default_value_t = 0)]
+    seed_calls: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -111,10 +118,14 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Server {
-    fn spawn(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let public = format!("http://{addr}");
+    /// The `ivr` command with the benchmark's configuration (written to `dir`), the database
+    /// `dir/ivr.db` and the server's address.
+    fn command(
+        bin: &Path,
+        dir: &Path,
+        synchronous: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Command> {
         let config = dir.join("ivr.toml");
         let open_all_day: String = [
             "monday",
@@ -136,9 +147,8 @@ impl Server {
             .create(true)
             .append(true)
             .open(dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .env_clear()
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("IVR_CONFIG", &config)
             .env("IVR_LISTEN", addr.to_string())
@@ -150,14 +160,23 @@ impl Server {
                 "IVR_FLOWS_DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
             )
-            .env("IVR_PUBLIC_URL", &public)
+            .env("IVR_PUBLIC_URL", format!("http://{addr}"))
             .env("IVR_SQLITE_SYNCHRONOUS", synchronous)
             .env("TWILIO_AUTH_TOKEN", TOKEN)
             .env("IVR_API_TOKEN", "bench-api-token")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        Ok(cmd)
+    }
+
+    fn spawn(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let public = format!("http://{addr}");
+        let child = Self::command(bin, dir, synchronous, addr)?
+            .arg("serve")
             .spawn()?;
         Ok(Server {
             child,
@@ -789,8 +808,47 @@ fn spawn_callers(
         .collect()
 }
 
-/// Compares the database with what was acknowledged.
-async fn check_database(db: &Path, acked: &HashMap<String, Acks>) -> anyhow::Result<String> {
+/// Seeds the database with `args.seed_calls` calls (`ivr seed`) before the run; returns the
+/// last seeded call's id (the run's calls come after it) and the report's line.
+async fn seed(bin: &Path, dir: &Path, args: &Args) -> anyhow::Result<(i64, String)> {
+    let started = Instant::now();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let out = Server::command(bin, dir, &args.synchronous, addr)?
+        .args(["seed", "--calls", &args.seed_calls.to_string()])
+        .stdout(Stdio::piped())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ivr seed failed: {}", out.status);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("ivr.db"))
+        .read_only(true)
+        .connect()
+        .await?;
+    let last_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM calls")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    let mb = std::fs::metadata(dir.join("ivr.db")).map_or(0, |m| m.len()) as f64 / 1e6;
+    Ok((
+        last_id,
+        format!(
+            "database before the run: {} (`ivr seed`, calls spread over the past year; {mb:.0} MB, seeded in {seconds:.0} s)",
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .split(" into ")
+                .next()
+                .unwrap_or_default()
+        ),
+    ))
+}
+
+/// Compares the database's calls after `seeded` (the last seeded call's id) with what was
+/// acknowledged.
+async fn check_database(
+    db: &Path,
+    acked: &HashMap<String, Acks>,
+    seeded: i64,
+) -> anyhow::Result<String> {
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(db)
         .read_only(true)
@@ -799,24 +857,30 @@ async fn check_database(db: &Path, acked: &HashMap<String, Acks>) -> anyhow::Res
     let mut found: BTreeMap<String, Acks> = BTreeMap::new();
     for row in sqlx::query(
         "SELECT c.call_sid, count(*) FROM webhooks w JOIN calls c ON c.id = w.call_id \
-         GROUP BY c.call_sid",
+         WHERE c.id > ?1 GROUP BY c.call_sid",
     )
+    .bind(seeded)
     .fetch_all(&mut conn)
     .await?
     {
         found.entry(row.try_get(0)?).or_default().hooks = row.try_get::<i64, _>(1)? as u32;
     }
     // A call with only its status callback has no webhook row: count it from `calls`.
-    for row in sqlx::query("SELECT call_sid, status FROM calls")
+    for row in sqlx::query("SELECT call_sid, status FROM calls WHERE id > ?1")
+        .bind(seeded)
         .fetch_all(&mut conn)
         .await?
     {
         let status: String = row.try_get(1)?;
         found.entry(row.try_get(0)?).or_default().completed = status == "completed";
     }
-    for row in sqlx::query("SELECT call_sid, count(*) FROM tickets GROUP BY call_sid")
-        .fetch_all(&mut conn)
-        .await?
+    for row in sqlx::query(
+        "SELECT t.call_sid, count(*) FROM tickets t JOIN calls c ON c.call_sid = t.call_sid \
+         WHERE c.id > ?1 GROUP BY t.call_sid",
+    )
+    .bind(seeded)
+    .fetch_all(&mut conn)
+    .await?
     {
         let n: i64 = row.try_get(1)?;
         if n != 1 {
@@ -824,7 +888,8 @@ async fn check_database(db: &Path, acked: &HashMap<String, Acks>) -> anyhow::Res
         }
         found.entry(row.try_get(0)?).or_default().ticket = true;
     }
-    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps")
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps WHERE call_id > ?1")
+        .bind(seeded)
         .fetch_one(&mut conn)
         .await?;
     let integrity: String = sqlx::query_scalar("PRAGMA quick_check")
@@ -1091,6 +1156,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late)"
     ));
 
+    let seeded = if args.seed_calls > 0 {
+        let (last_id, line) = seed(&bin, dir.path(), &args).await?;
+        report.line(line);
+        last_id
+    } else {
+        0
+    };
+
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
     until_ready(server.addr).await?;
     let serial = Arc::new(AtomicU64::new(0));
@@ -1153,7 +1226,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Err(e) => report.line(format!("write path: metrics not read ({e})")),
     }
     let stopped = server.stop()?;
-    let check = check_database(&dir.path().join("ivr.db"), &acked).await?;
+    let check = check_database(&dir.path().join("ivr.db"), &acked, seeded).await?;
     report.line(format!("database after a graceful stop: {check}"));
     let records_ok = check.ends_with("exactly as acknowledged") && stopped.success();
 
