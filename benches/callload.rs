@@ -8,7 +8,8 @@
 //! 1. the bare endpoint `POST /bench/bare` of the same server (form parsed, fixed TwiML, no
 //!    signature, no flow, no record) at full speed: the baseline;
 //! 2. full recorded call steps at full speed, and their ratio to the baseline;
-//! 3. full call steps paced at `--rate` steps per second, for the latency at that load;
+//! 3. full call steps paced at `--rate` steps per second, for the latency at that load, and
+//!    the bare endpoint at the same pace: the latency the machine alone gives at that load;
 //! 4. the server's peak RSS over the run (`VmHWM`);
 //! 5. after a graceful stop, that the database holds exactly the calls, webhooks, tickets and
 //!    final statuses that were acknowledged;
@@ -1006,9 +1007,11 @@ async fn crash_startup(
 /// CPU time from `/proc`, in clock ticks (`USER_HZ`: 100 a second on Linux).
 #[derive(Default, Clone)]
 struct CpuSample {
-    /// The machine's ticks in all, and those idle or waiting for I/O.
+    /// The machine's ticks in all, those idle or waiting for I/O, and those stolen: the
+    /// hypervisor ran something else while a core of this machine had work.
     machine: u64,
     machine_idle: u64,
+    machine_steal: u64,
     /// The server's ticks (every thread, ended ones included), and by thread name.
     server: u64,
     server_threads: BTreeMap<String, u64>,
@@ -1044,6 +1047,7 @@ impl CpuSample {
             sample.machine = ticks.iter().take(8).sum();
             sample.machine_idle =
                 ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+            sample.machine_steal = ticks.get(7).copied().unwrap_or(0);
         }
         sample.server = stat_ticks(&read(format!("/proc/{server_pid}/stat"))).map_or(0, |t| t.1);
         sample.load = stat_ticks(&read("/proc/self/stat".into())).map_or(0, |t| t.1);
@@ -1065,6 +1069,8 @@ impl CpuSample {
         let per = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
         let total = later.machine.saturating_sub(self.machine);
         let idle = later.machine_idle.saturating_sub(self.machine_idle);
+        let steal = later.machine_steal.saturating_sub(self.machine_steal);
+        let share = |ticks: u64| 100.0 * ticks as f64 / total.max(1) as f64;
         let mut threads: Vec<(String, u64)> = later
             .server_threads
             .iter()
@@ -1082,12 +1088,13 @@ impl CpuSample {
             .map(|(k, v)| format!("{k} {:.1}", per(*v)))
             .collect();
         format!(
-            "{:<22} cpu µs per {what}: server {:.1} ({}), load generator {:.1}; the machine's cores {:.0}% busy",
+            "{:<22} cpu µs per {what}: server {:.1} ({}), load generator {:.1}; the machine's cores {:.0}% busy, {:.1}% stolen by the hypervisor",
             "",
             per(later.server.saturating_sub(self.server)),
             threads.join(", "),
             per(later.load.saturating_sub(self.load)),
-            100.0 * total.saturating_sub(idle) as f64 / total.max(1) as f64,
+            share(total.saturating_sub(idle + steal)),
+            share(steal),
         )
     }
 }
@@ -1153,7 +1160,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.callers
     ));
     report.line(format!(
-        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late)"
+        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late), bare endpoint at {rate}/s (the same)"
     ));
 
     let seeded = if args.seed_calls > 0 {
@@ -1204,6 +1211,27 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     keep(&mut t);
     report.line(describe(&format!("full steps at {rate}/s"), &paced_f, true));
     report.line(cpu.describe(&CpuSample::now(pid), paced_f.requests, "step"));
+    // The same pace on the bare endpoint: the latency that the machine (scheduling, the
+    // network stack, the hypervisor) gives at that load with nothing checked or recorded,
+    // the floor under the paced full steps' figures.
+    let cpu = CpuSample::now(pid);
+    let (t, secs) = phase(
+        &server,
+        &args,
+        measure,
+        Some(rate),
+        true,
+        &serial,
+        &mut rss_peak,
+    )
+    .await;
+    let floor_f = figures(&t, secs);
+    report.line(describe(
+        &format!("bare endpoint at {rate}/s"),
+        &floor_f,
+        false,
+    ));
+    report.line(cpu.describe(&CpuSample::now(pid), floor_f.requests, "request"));
     let hwm = server.memory_kb("VmHWM").unwrap_or(rss_peak).max(rss_peak);
     let ratio = full_f.per_second / bare_f.per_second.max(1.0);
     report.line(format!(
@@ -1216,7 +1244,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "server memory: peak RSS {:.1} MB (VmHWM over the whole run)",
         hwm as f64 / 1024.0
     ));
-    for f in [&bare_f, &full_f, &paced_f] {
+    for f in [&bare_f, &full_f, &paced_f, &floor_f] {
         if let Some(e) = &f.first_error {
             report.line(format!("first error: {e}"));
         }
@@ -1257,7 +1285,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Err(e) => report.line(format!("server memory per open connection: not measured ({e})")),
     }
 
-    let errors = bare_f.errors + full_f.errors + paced_f.errors;
+    let errors = bare_f.errors + full_f.errors + paced_f.errors + floor_f.errors;
     let mut ok = errors == 0 && records_ok;
     if args.smoke {
         report.line(format!(
