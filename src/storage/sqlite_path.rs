@@ -123,6 +123,10 @@ const WAL_RESTART_FRAMES: i64 = 32_768;
 /// The WAL file size kept after a restart: a quarter over the restart point, in frames of
 /// a 24-byte header and a 4 KiB page (SQLite's default page size, which this schema keeps).
 const WAL_KEEP_BYTES: i64 = (WAL_RESTART_FRAMES + WAL_RESTART_FRAMES / 4) * (24 + 4096);
+/// Rounds of a sync of the database file and a passive pass before a restart of the WAL:
+/// each leaves the next only what was committed during the one before, so that the
+/// restart, which holds commits back, has only a few pages to copy and sync.
+const PRE_RESTART_ROUNDS: usize = 2;
 /// The writer's own checkpoint: only a backstop, should the checkpointer thread stop.
 const WRITER_AUTOCHECKPOINT: i64 = 262_144;
 
@@ -167,16 +171,19 @@ fn checkpoint(
 ) -> rusqlite::Result<()> {
     let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if log > restart_frames && *restarted != Some(data_version(conn)?) {
-        // What the passive passes copied goes to disk now, commits going on meanwhile.
-        // Should this fail, the restart's own sync may fail too, and report it; SQLite's
-        // syncs are what the records' durability rests on, this one only moves the wait.
-        if let Err(e) = db_file.sync_data() {
-            metrics.checkpoint_errors.inc();
-            tracing::warn!(error = %e, "syncing the database file before a WAL restart");
+        for _ in 0..PRE_RESTART_ROUNDS {
+            // What the passive passes copied goes to disk now, commits going on meanwhile.
+            // Should this fail, the restart's own sync may fail too, and report it;
+            // SQLite's syncs are what the records' durability rests on, this one only
+            // moves the wait.
+            if let Err(e) = db_file.sync_data() {
+                metrics.checkpoint_errors.inc();
+                tracing::warn!(error = %e, "syncing the database file before a WAL restart");
+            }
+            // Then a passive pass copies what was committed during the sync, so that the
+            // restart, which holds commits back, has little left to copy and sync.
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         }
-        // A second passive pass first copies what was committed during the first, so
-        // that the restart, which holds commits back, has little left to copy.
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         let started = std::time::Instant::now();
         let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
         metrics
