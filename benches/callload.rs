@@ -10,6 +10,8 @@
 //! 2. full recorded call steps at full speed, and their ratio to the baseline;
 //! 3. full call steps paced at `--rate` steps per second, for the latency at that load, and
 //!    the bare endpoint at the same pace: the latency the machine alone gives at that load;
+//!    then a sweep of paces as shares of the full speed measured, and the highest with a
+//!    p99 within 10 ms: the rate a line can be sized for on this machine;
 //! 4. the server's peak RSS over the run (`VmHWM`);
 //! 5. after a graceful stop, that the database holds exactly the calls, webhooks, tickets and
 //!    final statuses that were acknowledged;
@@ -88,10 +90,19 @@ struct Args {
     /// records of months of operation rather than on an empty database.
     #[arg(long, default_value_t = 0)]
     seed_calls: u64,
+    /// Seconds of each step of the sweep: full steps paced at a fifth, 35%, half, 65% and
+    /// 80% of the full speed measured, for the latency at each (0: no sweep).
+    #[arg(long, default_value_t = 10)]
+    sweep_seconds: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
+
+/// The sweep's paces, as shares of the full speed measured.
+const SWEEP: [f64; 5] = [0.2, 0.35, 0.5, 0.65, 0.8];
+/// The p99 a line is sized for (the target at 5,000 steps/s).
+const SIZING_P99_MS: f64 = 10.0;
 
 /// The report: printed as it goes, kept for the file.
 #[derive(Default)]
@@ -1067,10 +1078,7 @@ impl CpuSample {
     /// `self` and `later`, per request answered in between.
     fn describe(&self, later: &CpuSample, requests: u64, what: &str) -> String {
         let per = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
-        let total = later.machine.saturating_sub(self.machine);
-        let idle = later.machine_idle.saturating_sub(self.machine_idle);
-        let steal = later.machine_steal.saturating_sub(self.machine_steal);
-        let share = |ticks: u64| 100.0 * ticks as f64 / total.max(1) as f64;
+        let (busy, stolen) = self.shares(later);
         let mut threads: Vec<(String, u64)> = later
             .server_threads
             .iter()
@@ -1093,9 +1101,19 @@ impl CpuSample {
             per(later.server.saturating_sub(self.server)),
             threads.join(", "),
             per(later.load.saturating_sub(self.load)),
-            share(total.saturating_sub(idle + steal)),
-            share(steal),
+            busy,
+            stolen,
         )
+    }
+
+    /// The shares (%) of the machine's core time between `self` and `later` that were
+    /// busy, and that the hypervisor stole.
+    fn shares(&self, later: &CpuSample) -> (f64, f64) {
+        let total = later.machine.saturating_sub(self.machine);
+        let idle = later.machine_idle.saturating_sub(self.machine_idle);
+        let steal = later.machine_steal.saturating_sub(self.machine_steal);
+        let share = |ticks: u64| 100.0 * ticks as f64 / total.max(1) as f64;
+        (share(total.saturating_sub(idle + steal)), share(steal))
     }
 }
 
@@ -1160,7 +1178,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.callers
     ));
     report.line(format!(
-        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late), bare endpoint at {rate}/s (the same)"
+        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late), bare endpoint at {rate}/s (the same); then a sweep of full steps paced at shares of the full speed"
     ));
 
     let seeded = if args.seed_calls > 0 {
@@ -1232,6 +1250,55 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         false,
     ));
     report.line(cpu.describe(&CpuSample::now(pid), floor_f.requests, "request"));
+    // The latency at a range of paces, as shares of the full speed just measured: the rate
+    // a line can be sized for at a given p99 on this machine.
+    let (sweep_seconds, sweep): (u64, &[f64]) = if args.smoke {
+        (1, &SWEEP[..2])
+    } else {
+        (args.sweep_seconds.min(measure), &SWEEP[..])
+    };
+    let mut sweep_errors = 0;
+    let mut sized = None;
+    if sweep_seconds > 0 {
+        for share in sweep {
+            let r = ((full_f.per_second * share / 100.0).round() as u64 * 100).max(100);
+            let cpu = CpuSample::now(pid);
+            let (mut t, secs) = phase(
+                &server,
+                &args,
+                sweep_seconds,
+                Some(r),
+                false,
+                &serial,
+                &mut rss_peak,
+            )
+            .await;
+            let f = figures(&t, secs);
+            keep(&mut t);
+            sweep_errors += f.errors;
+            let (busy, _) = cpu.shares(&CpuSample::now(pid));
+            report.line(format!(
+                "{:<22} {r:>8} steps/s ({:.0}% of full speed, {sweep_seconds} s): latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {}; the machine's cores {busy:.0}% busy",
+                "sweep",
+                share * 100.0,
+                f.p50,
+                f.p95,
+                f.p99,
+                f.max,
+                f.errors
+            ));
+            if f.errors == 0 && f.p99 <= SIZING_P99_MS && f.per_second >= r as f64 * 0.98 {
+                sized = Some(r);
+            }
+        }
+        report.line(match sized {
+            Some(r) => format!(
+                "sizing: the highest rate of the sweep with p99 <= {SIZING_P99_MS} ms: {r} steps/s ({:.0}% of full speed)",
+                100.0 * r as f64 / full_f.per_second.max(1.0)
+            ),
+            None => format!("sizing: no rate of the sweep kept p99 <= {SIZING_P99_MS} ms"),
+        });
+    }
     let hwm = server.memory_kb("VmHWM").unwrap_or(rss_peak).max(rss_peak);
     let ratio = full_f.per_second / bare_f.per_second.max(1.0);
     report.line(format!(
@@ -1285,7 +1352,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Err(e) => report.line(format!("server memory per open connection: not measured ({e})")),
     }
 
-    let errors = bare_f.errors + full_f.errors + paced_f.errors + floor_f.errors;
+    let errors = bare_f.errors + full_f.errors + paced_f.errors + floor_f.errors + sweep_errors;
     let mut ok = errors == 0 && records_ok;
     if args.smoke {
         report.line(format!(
