@@ -39,8 +39,23 @@ impl OverrideState {
 pub struct Span {
     /// Opening time.
     pub start: NaiveTime,
-    /// Closing time.
-    pub end: NaiveTime,
+    /// Closing time; `None` is midnight at the end of the day (`24:00`), which no
+    /// `NaiveTime` of the day reaches: 23:59:59 in its place closed the last second.
+    pub end: Option<NaiveTime>,
+}
+
+impl Span {
+    fn contains(&self, time: NaiveTime) -> bool {
+        self.start <= time && self.end.is_none_or(|end| time < end)
+    }
+
+    fn spoken(&self) -> String {
+        match self.end {
+            None if self.start == NaiveTime::MIN => "24 hours".into(),
+            None => format!("{} to midnight", spoken_time(self.start)),
+            Some(end) => format!("{} to {}", spoken_time(self.start), spoken_time(end)),
+        }
+    }
 }
 
 /// The weekly schedule, holidays and time zone of Guest Care.
@@ -84,7 +99,7 @@ impl Schedule {
         let time = local.time();
         self.weekly[local.weekday().num_days_from_monday() as usize]
             .iter()
-            .any(|s| s.start <= time && time < s.end)
+            .any(|s| s.contains(time))
     }
 
     /// The hours in words, for the closed message: days with the same hours are grouped.
@@ -103,10 +118,7 @@ impl Schedule {
                     1 => format!("{} and {}", DAY_NAMES[day], DAY_NAMES[last]),
                     _ => format!("{} to {}", DAY_NAMES[day], DAY_NAMES[last]),
                 };
-                let times: Vec<String> = spans
-                    .iter()
-                    .map(|s| format!("{} to {}", spoken_time(s.start), spoken_time(s.end)))
-                    .collect();
+                let times: Vec<String> = spans.iter().map(Span::spoken).collect();
                 parts.push(format!("{days}, {}", times.join(" and ")));
             }
             day = last + 1;
@@ -155,12 +167,14 @@ pub fn parse_day(raw: &str) -> Result<Vec<Span>, String> {
             let start = NaiveTime::parse_from_str(a.trim(), "%H:%M")
                 .map_err(|_| format!("{a:?} is not a time like 08:00"))?;
             let end = if b.trim() == "24:00" {
-                NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN)
+                None
             } else {
-                NaiveTime::parse_from_str(b.trim(), "%H:%M")
-                    .map_err(|_| format!("{b:?} is not a time like 17:00"))?
+                Some(
+                    NaiveTime::parse_from_str(b.trim(), "%H:%M")
+                        .map_err(|_| format!("{b:?} is not a time like 17:00"))?,
+                )
             };
-            if end <= start {
+            if end.is_some_and(|end| end <= start) {
                 return Err(format!("{part:?} closes before it opens"));
             }
             Ok(Span { start, end })
@@ -226,6 +240,23 @@ mod tests {
             schedule().describe(),
             "Monday to Friday, 8 AM to 8 PM; Saturday, 9 AM to 5 PM, Central time"
         );
+    }
+
+    #[test]
+    fn open_until_24_00_is_open_to_the_last_instant_of_the_day() {
+        let mut s = schedule();
+        s.weekly = std::array::from_fn(|_| parse_day("00:00-24:00").unwrap_or_default());
+        let last = winnipeg(2026, 11, 23, 23, 59) + chrono::Duration::milliseconds(59_999);
+        assert!(s.is_open(last, None), "23:59:59.999");
+        assert!(s.is_open(winnipeg(2026, 11, 24, 0, 0), None));
+        assert!(!s.is_open(winnipeg(2026, 12, 25, 12, 0), None), "a holiday");
+        assert_eq!(s.describe(), "Monday to Sunday, 24 hours, Central time");
+        s.weekly[0] = parse_day("18:00-24:00").unwrap_or_default();
+        assert!(s.is_open(last, None));
+        assert!(!s.is_open(winnipeg(2026, 11, 23, 17, 59), None));
+        assert!(s
+            .describe()
+            .starts_with("Monday, 6 PM to midnight; Tuesday to Sunday"));
     }
 
     #[test]
