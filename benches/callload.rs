@@ -25,8 +25,8 @@
 //!
 //! `--seed-calls N` first fills the database with N synthetic calls of the past year (`ivr
 //! seed`), to measure the write path on months of records; the check of 5. then covers the
-//! run's calls only. `--smoke` runs a few seconds of each phase (CI). The report is printed and, with `--out`,
-//! written to a file (the README quotes `benches/results/callload.txt`).
+//! run's calls only. `--smoke` runs a few seconds of each phase (CI). The report is printed
+//! and, with `--out`, written to a file (the README quotes `benches/results/callload.txt`).
 
 #![forbid(unsafe_code)]
 
