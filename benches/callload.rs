@@ -803,6 +803,46 @@ async fn phase(
     (tallies, elapsed)
 }
 
+/// What the phases of a run share: the server and the load's settings, the CallSid serial,
+/// the server's peak RSS so far and every webhook acknowledged so far.
+struct Runner<'a> {
+    server: &'a Server,
+    args: &'a Args,
+    serial: Arc<AtomicU64>,
+    rss_peak_kb: u64,
+    acked: HashMap<String, Acks>,
+}
+
+impl Runner<'_> {
+    /// Runs one phase and keeps what it acknowledged; returns its figures and the CPU the
+    /// machine, the server and the load generator spent over it.
+    async fn measure(
+        &mut self,
+        seconds: u64,
+        rate: Option<u64>,
+        bare_endpoint: bool,
+    ) -> (Figures, CpuSpent) {
+        let pid = self.server.child.id();
+        let before = CpuSample::now(pid);
+        let (mut tallies, secs) = phase(
+            self.server,
+            self.args,
+            seconds,
+            rate,
+            bare_endpoint,
+            &self.serial,
+            &mut self.rss_peak_kb,
+        )
+        .await;
+        let spent = CpuSpent(before, CpuSample::now(pid));
+        let figures = figures(&tallies, secs);
+        for t in &mut tallies {
+            self.acked.extend(t.acks.drain());
+        }
+        (figures, spent)
+    }
+}
+
 /// `args.callers` callers placing full calls until `pace` ends or their first failure.
 fn spawn_callers(
     server: &Server,
@@ -1075,19 +1115,25 @@ impl CpuSample {
         }
         sample
     }
+}
 
-    /// What the machine, the server (by thread) and the load generator spent between
-    /// `self` and `later`, per request answered in between.
-    fn describe(&self, later: &CpuSample, requests: u64, what: &str) -> String {
+/// The CPU samples at the start and the end of a phase.
+struct CpuSpent(CpuSample, CpuSample);
+
+impl CpuSpent {
+    /// What the machine, the server (by thread) and the load generator spent over the
+    /// phase, per request answered in it.
+    fn describe(&self, requests: u64, what: &str) -> String {
+        let CpuSpent(earlier, later) = self;
         let per = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
-        let (busy, stolen) = self.shares(later);
+        let (busy, stolen) = self.shares();
         let mut threads: Vec<(String, u64)> = later
             .server_threads
             .iter()
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    v.saturating_sub(self.server_threads.get(k).copied().unwrap_or(0)),
+                    v.saturating_sub(earlier.server_threads.get(k).copied().unwrap_or(0)),
                 )
             })
             .filter(|(_, v)| *v > 0)
@@ -1100,20 +1146,21 @@ impl CpuSample {
         format!(
             "{:<22} cpu µs per {what}: server {:.1} ({}), load generator {:.1}; the machine's cores {:.0}% busy, {:.1}% stolen by the hypervisor",
             "",
-            per(later.server.saturating_sub(self.server)),
+            per(later.server.saturating_sub(earlier.server)),
             threads.join(", "),
-            per(later.load.saturating_sub(self.load)),
+            per(later.load.saturating_sub(earlier.load)),
             busy,
             stolen,
         )
     }
 
-    /// The shares (%) of the machine's core time between `self` and `later` that were
-    /// busy, and that the hypervisor stole.
-    fn shares(&self, later: &CpuSample) -> (f64, f64) {
-        let total = later.machine.saturating_sub(self.machine);
-        let idle = later.machine_idle.saturating_sub(self.machine_idle);
-        let steal = later.machine_steal.saturating_sub(self.machine_steal);
+    /// The shares (%) of the machine's core time over the phase that were busy, and that
+    /// the hypervisor stole.
+    fn shares(&self) -> (f64, f64) {
+        let CpuSpent(earlier, later) = self;
+        let total = later.machine.saturating_sub(earlier.machine);
+        let idle = later.machine_idle.saturating_sub(earlier.machine_idle);
+        let steal = later.machine_steal.saturating_sub(earlier.machine_steal);
         let share = |ticks: u64| 100.0 * ticks as f64 / total.max(1) as f64;
         (share(total.saturating_sub(idle + steal)), share(steal))
     }
@@ -1198,65 +1245,33 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
     until_ready(server.addr).await?;
-    let serial = Arc::new(AtomicU64::new(0));
-    let mut rss_peak = 0;
-    let mut acked: HashMap<String, Acks> = HashMap::new();
-    let mut keep = |tallies: &mut Vec<Tally>| {
-        for t in tallies.iter_mut() {
-            acked.extend(t.acks.drain());
-        }
+    let mut runner = Runner {
+        server: &server,
+        args: &args,
+        serial: Arc::new(AtomicU64::new(0)),
+        rss_peak_kb: 0,
+        acked: HashMap::new(),
     };
-
-    let (mut t, _) = phase(&server, &args, warmup, None, false, &serial, &mut rss_peak).await;
-    keep(&mut t);
-    let pid = server.child.id();
-    let cpu = CpuSample::now(pid);
-    let (t, secs) = phase(&server, &args, measure, None, true, &serial, &mut rss_peak).await;
-    let bare_f = figures(&t, secs);
+    runner.measure(warmup, None, false).await;
+    let (bare_f, cpu) = runner.measure(measure, None, true).await;
     report.line(describe("bare endpoint", &bare_f, false));
-    report.line(cpu.describe(&CpuSample::now(pid), bare_f.requests, "request"));
-    let cpu = CpuSample::now(pid);
-    let (mut t, secs) = phase(&server, &args, measure, None, false, &serial, &mut rss_peak).await;
-    let full_f = figures(&t, secs);
-    keep(&mut t);
+    report.line(cpu.describe(bare_f.requests, "request"));
+    let (full_f, cpu) = runner.measure(measure, None, false).await;
     report.line(describe("full steps, max", &full_f, true));
-    report.line(cpu.describe(&CpuSample::now(pid), full_f.requests, "step"));
-    let cpu = CpuSample::now(pid);
-    let (mut t, secs) = phase(
-        &server,
-        &args,
-        measure,
-        Some(rate),
-        false,
-        &serial,
-        &mut rss_peak,
-    )
-    .await;
-    let paced_f = figures(&t, secs);
-    keep(&mut t);
+    report.line(cpu.describe(full_f.requests, "step"));
+    let (paced_f, cpu) = runner.measure(measure, Some(rate), false).await;
     report.line(describe(&format!("full steps at {rate}/s"), &paced_f, true));
-    report.line(cpu.describe(&CpuSample::now(pid), paced_f.requests, "step"));
+    report.line(cpu.describe(paced_f.requests, "step"));
     // The same pace on the bare endpoint: the latency that the machine (scheduling, the
     // network stack, the hypervisor) gives at that load with nothing checked or recorded,
     // the floor under the paced full steps' figures.
-    let cpu = CpuSample::now(pid);
-    let (t, secs) = phase(
-        &server,
-        &args,
-        measure,
-        Some(rate),
-        true,
-        &serial,
-        &mut rss_peak,
-    )
-    .await;
-    let floor_f = figures(&t, secs);
+    let (floor_f, cpu) = runner.measure(measure, Some(rate), true).await;
     report.line(describe(
         &format!("bare endpoint at {rate}/s"),
         &floor_f,
         false,
     ));
-    report.line(cpu.describe(&CpuSample::now(pid), floor_f.requests, "request"));
+    report.line(cpu.describe(floor_f.requests, "request"));
     // The latency at a range of paces, as shares of the full speed just measured: the rate
     // a line can be sized for at a given p99 on this machine.
     let (sweep_seconds, sweep): (u64, &[f64]) = if args.smoke {
@@ -1265,26 +1280,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         (args.sweep_seconds.min(measure), &SWEEP[..])
     };
     let mut sweep_errors = 0;
-    let mut sized = None;
-    let mut missed = false;
     if sweep_seconds > 0 {
+        let mut sized = None;
+        let mut missed = false;
         for share in sweep {
             let r = ((full_f.per_second * share / 100.0).round() as u64 * 100).max(100);
-            let cpu = CpuSample::now(pid);
-            let (mut t, secs) = phase(
-                &server,
-                &args,
-                sweep_seconds,
-                Some(r),
-                false,
-                &serial,
-                &mut rss_peak,
-            )
-            .await;
-            let f = figures(&t, secs);
-            keep(&mut t);
+            let (f, cpu) = runner.measure(sweep_seconds, Some(r), false).await;
             sweep_errors += f.errors;
-            let (busy, _) = cpu.shares(&CpuSample::now(pid));
+            let (busy, _) = cpu.shares();
             report.line(format!(
                 "{:<22} {r:>8} steps/s ({:.0}% of full speed, {sweep_seconds} s): latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; errors {}; the machine's cores {busy:.0}% busy",
                 "sweep",
@@ -1297,12 +1300,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             ));
             // Sized by the highest rate below which every rate kept the p99: a slower rate
             // that missed it says the margin is not there, whatever a faster one did.
-            if f.errors == 0 && f.p99 <= SIZING_P99_MS && f.per_second >= r as f64 * 0.98 {
-                if !missed {
-                    sized = Some(r);
-                }
-            } else {
-                missed = true;
+            missed |= f.errors > 0 || f.p99 > SIZING_P99_MS || f.per_second < r as f64 * 0.98;
+            if !missed {
+                sized = Some(r);
             }
         }
         report.line(match sized {
@@ -1313,6 +1313,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             None => format!("sizing: no rate of the sweep kept p99 <= {SIZING_P99_MS} ms"),
         });
     }
+    let Runner {
+        serial,
+        rss_peak_kb: rss_peak,
+        acked,
+        ..
+    } = runner;
     let hwm = server.memory_kb("VmHWM").unwrap_or(rss_peak).max(rss_peak);
     let ratio = full_f.per_second / bare_f.per_second.max(1.0);
     report.line(format!(
