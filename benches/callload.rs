@@ -766,43 +766,6 @@ fn describe(name: &str, f: &Figures, steps: bool) -> String {
     )
 }
 
-/// Runs one phase: `callers` tasks for `seconds`, optionally paced; samples the server's RSS.
-async fn phase(
-    server: &Server,
-    args: &Args,
-    seconds: u64,
-    rate: Option<u64>,
-    bare_endpoint: bool,
-    serial: &Arc<AtomicU64>,
-    rss_peak_kb: &mut u64,
-) -> (Vec<Tally>, f64) {
-    let start = Instant::now();
-    let pace = Pace {
-        start,
-        end: start + Duration::from_secs(seconds),
-        rate: rate.map(|r| (r, Arc::new(AtomicU64::new(0)))),
-    };
-    let tasks = if bare_endpoint {
-        (0..args.callers)
-            .map(|_| tokio::spawn(bare(server.addr, pace.clone())))
-            .collect()
-    } else {
-        spawn_callers(server, args, serial, &pace)
-    };
-    while tasks.iter().any(|t| !t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        *rss_peak_kb = (*rss_peak_kb).max(server.memory_kb("VmRSS").unwrap_or(0));
-    }
-    let elapsed = start.elapsed().as_secs_f64().min(seconds as f64).max(0.001);
-    let mut tallies = Vec::new();
-    for t in tasks {
-        if let Ok(tally) = t.await {
-            tallies.push(tally);
-        }
-    }
-    (tallies, elapsed)
-}
-
 /// What the phases of a run share: the server and the load's settings, the CallSid serial,
 /// the server's peak RSS so far and every webhook acknowledged so far.
 struct Runner<'a> {
@@ -814,6 +777,43 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// Runs one phase: `callers` tasks for `seconds`, optionally paced; samples the
+    /// server's RSS.
+    async fn phase(
+        &mut self,
+        seconds: u64,
+        rate: Option<u64>,
+        bare_endpoint: bool,
+    ) -> (Vec<Tally>, f64) {
+        let start = Instant::now();
+        let pace = Pace {
+            start,
+            end: start + Duration::from_secs(seconds),
+            rate: rate.map(|r| (r, Arc::new(AtomicU64::new(0)))),
+        };
+        let tasks = if bare_endpoint {
+            (0..self.args.callers)
+                .map(|_| tokio::spawn(bare(self.server.addr, pace.clone())))
+                .collect()
+        } else {
+            spawn_callers(self.server, self.args, &self.serial, &pace)
+        };
+        while tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.rss_peak_kb = self
+                .rss_peak_kb
+                .max(self.server.memory_kb("VmRSS").unwrap_or(0));
+        }
+        let elapsed = start.elapsed().as_secs_f64().min(seconds as f64).max(0.001);
+        let mut tallies = Vec::new();
+        for t in tasks {
+            if let Ok(tally) = t.await {
+                tallies.push(tally);
+            }
+        }
+        (tallies, elapsed)
+    }
+
     /// Runs one phase and keeps what it acknowledged; returns its figures and the CPU the
     /// machine, the server and the load generator spent over it.
     async fn measure(
@@ -824,16 +824,7 @@ impl Runner<'_> {
     ) -> (Figures, CpuSpent) {
         let pid = self.server.child.id();
         let before = CpuSample::now(pid);
-        let (mut tallies, secs) = phase(
-            self.server,
-            self.args,
-            seconds,
-            rate,
-            bare_endpoint,
-            &self.serial,
-            &mut self.rss_peak_kb,
-        )
-        .await;
+        let (mut tallies, secs) = self.phase(seconds, rate, bare_endpoint).await;
         let spent = CpuSpent(before, CpuSample::now(pid));
         let figures = figures(&tallies, secs);
         for t in &mut tallies {
