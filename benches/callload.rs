@@ -31,7 +31,15 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use clap::Parser;
+use ivr::domain::TicketNumber;
+use ivr::hours::OverrideState;
+use ivr::records::ExistingTicket;
+use ivr::storage::{
+    CallDetail, CallQuery, CallView, Committed, Forgotten, StatusUpdate, StepBatch, Store,
+    StoreResult, TicketQuery, TicketView,
+};
 
 /// The load generator shares the machine with the server: it uses the server's allocator, so
 /// that glibc's malloc does not take cores the server could use.
@@ -99,6 +107,10 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Serve as the records-free server of the phase without records (the benchmark starts
+    /// itself so; see [`serve_without_records`]).
+    #[arg(long, hide = true)]
+    serve_without_records: bool,
 }
 
 /// The sweep's paces, as shares of the full speed measured.
@@ -186,11 +198,22 @@ impl Server {
     }
 
     fn spawn(bin: &Path, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
+        Self::spawn_as(bin, "serve", dir, synchronous)
+    }
+
+    /// This benchmark itself as the records-free server ([`serve_without_records`]), with
+    /// the same configuration.
+    fn spawn_without_records(dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
+        let this = std::env::current_exe()?;
+        Self::spawn_as(&this, "--serve-without-records", dir, synchronous)
+    }
+
+    fn spawn_as(bin: &Path, arg: &str, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let public = format!("http://{addr}");
         let child = Self::command(bin, dir, synchronous, addr)?
-            .arg("serve")
+            .arg(arg)
             .spawn()?;
         Ok(Server {
             child,
@@ -834,6 +857,31 @@ impl Runner<'_> {
     }
 }
 
+/// The full-speed phase on the records-free server ([`serve_without_records`]), on a fresh
+/// database of its own, after a warm-up; the server is stopped after it.
+async fn without_records(
+    dir: &Path,
+    args: &Args,
+    warmup: u64,
+    seconds: u64,
+) -> anyhow::Result<(Figures, CpuSpent)> {
+    let dir = dir.join("without-records");
+    std::fs::create_dir_all(&dir)?;
+    let server = Server::spawn_without_records(&dir, &args.synchronous)?;
+    until_ready(server.addr).await?;
+    let mut runner = Runner {
+        server: &server,
+        args,
+        serial: Arc::new(AtomicU64::new(0)),
+        rss_peak_kb: 0,
+        acked: HashMap::new(),
+    };
+    runner.measure(warmup, None, false).await;
+    let measured = runner.measure(seconds, None, false).await;
+    server.stop()?;
+    Ok(measured)
+}
+
 /// `args.callers` callers placing full calls until `pace` ends or their first failure.
 fn spawn_callers(
     server: &Server,
@@ -1218,7 +1266,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.callers
     ));
     report.line(format!(
-        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, full steps at {rate}/s (each timed from when it was due, if its caller was late), bare endpoint at {rate}/s (the same){}",
+        "phases: {warmup} s warm-up, then {measure} s each: bare endpoint, full steps at full speed, the same on a server that records nothing (after a warm-up of its own), full steps at {rate}/s (each timed from when it was due, if its caller was late), bare endpoint at {rate}/s (the same){}",
         if args.smoke || args.sweep_seconds > 0 {
             "; then a sweep of full steps paced at shares of the full speed"
         } else {
@@ -1250,6 +1298,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let (full_f, cpu) = runner.measure(measure, None, false).await;
     report.line(describe("full steps, max", &full_f, true));
     report.line(cpu.describe(full_f.requests, "step"));
+    // The same calls on a server that records nothing: what the signature, the flow, the
+    // TwiML, the log and HTTP leave of the bare endpoint's speed for the records.
+    let (unrecorded_f, cpu) = without_records(dir.path(), &args, warmup, measure).await?;
+    report.line(describe("full steps without records", &unrecorded_f, true));
+    report.line(cpu.describe(unrecorded_f.requests, "step"));
     let (paced_f, cpu) = runner.measure(measure, Some(rate), false).await;
     report.line(describe(&format!("full steps at {rate}/s"), &paced_f, true));
     report.line(cpu.describe(paced_f.requests, "step"));
@@ -1319,10 +1372,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ratio * 100.0
     ));
     report.line(format!(
+        "ratio without records: full steps without records / bare endpoint = {:.0} / {:.0} = {:.1}% (the most that recorded steps could reach were their records free)",
+        unrecorded_f.per_second,
+        bare_f.per_second,
+        100.0 * unrecorded_f.per_second / bare_f.per_second.max(1.0)
+    ));
+    report.line(format!(
         "server memory: peak RSS {:.1} MB (VmHWM over the whole run)",
         hwm as f64 / 1024.0
     ));
-    for f in [&bare_f, &full_f, &paced_f, &floor_f] {
+    for f in [&bare_f, &full_f, &unrecorded_f, &paced_f, &floor_f] {
         if let Some(e) = &f.first_error {
             report.line(format!("first error: {e}"));
         }
@@ -1363,7 +1422,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Err(e) => report.line(format!("server memory per open connection: not measured ({e})")),
     }
 
-    let errors = bare_f.errors + full_f.errors + paced_f.errors + floor_f.errors + sweep_errors;
+    let errors = bare_f.errors
+        + full_f.errors
+        + unrecorded_f.errors
+        + paced_f.errors
+        + floor_f.errors
+        + sweep_errors;
     let mut ok = errors == 0 && records_ok;
     if args.smoke {
         report.line(format!(
@@ -1420,8 +1484,107 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// The store of the records-free server: what a step reads goes to the server's own store,
+/// as in the server (the journal in front of the database, with its cached hours override);
+/// what it writes is dropped and answered at once, with no hand-over to the writer thread,
+/// no SQL and no commit.
+struct Unrecorded(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for Unrecorded {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.0.migrate().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.0.ping().await
+    }
+    async fn hours_override(&self) -> StoreResult<Option<OverrideState>> {
+        self.0.hours_override().await
+    }
+    async fn set_hours_override(
+        &self,
+        state: Option<OverrideState>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.0.set_hours_override(state, at).await
+    }
+    async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool> {
+        self.0.call_has_ticket(call_sid).await
+    }
+    async fn find_external_ticket(
+        &self,
+        category: &str,
+        external_ref: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        self.0.find_external_ticket(category, external_ref).await
+    }
+    async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed> {
+        // A number to speak where the answer has one, as a committed ticket would give.
+        let speaks = batch.answer.contains("{ticket_number}");
+        Ok(Committed {
+            ticket: speaks.then_some(TicketNumber(1)),
+            replay: None,
+        })
+    }
+    async fn record_status(&self, _update: &StatusUpdate<'_>) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn list_calls(&self, q: &CallQuery) -> StoreResult<Vec<CallView>> {
+        self.0.list_calls(q).await
+    }
+    async fn get_call(&self, call_sid: &str) -> StoreResult<Option<CallDetail>> {
+        self.0.get_call(call_sid).await
+    }
+    async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>> {
+        self.0.list_tickets(q).await
+    }
+    async fn forget_callers_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Forgotten> {
+        self.0.forget_callers_before(cutoff, at).await
+    }
+}
+
+/// `--serve-without-records`: the server's own configuration, flows, router, signature
+/// check, flow steps, TwiML and log, on its own runtime in its own process as `ivr serve`
+/// runs them, with every record dropped ([`Unrecorded`]): the cost of a step but for its
+/// records.
+fn serve_without_records() -> anyhow::Result<()> {
+    let _logs = ivr::logging::init()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = ivr::config::Config::load()?;
+        let listen = config.listen;
+        let state = ivr::app::build_state(config, ivr::app::Clock::system()).await?;
+        let app = Arc::try_unwrap(state.0)
+            .map_err(|_| anyhow::anyhow!("the state is shared before serving"))?;
+        let state = ivr::app::AppState(Arc::new(ivr::app::App {
+            store: Arc::new(Unrecorded(app.store.clone())),
+            ..app
+        }));
+        let listener = ivr::app::listener(listen)?;
+        axum::serve(listener, ivr::app::build_router(state).into_make_service())
+            .with_graceful_shutdown(ivr::app::shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.serve_without_records {
+        return match serve_without_records() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("callload --serve-without-records: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -314,7 +314,7 @@ pub fn check_mode(config: &Config) -> anyhow::Result<()> {
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// The listening socket: as `TcpListener::bind` (address reuse on), with a longer queue.
-fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -367,7 +367,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
