@@ -7,7 +7,10 @@
 //!
 //! 1. the bare endpoint `POST /bench/bare` of the same server (form parsed, fixed TwiML, no
 //!    signature, no flow, no record) at full speed: the baseline;
-//! 2. full recorded call steps at full speed, and their ratio to the baseline;
+//! 2. full recorded call steps at full speed, and their ratio to the baseline; then the same
+//!    calls on a server that records nothing (this benchmark started as
+//!    `--serve-without-records`: the server's state, flows and router with a store that
+//!    drops every write), and its ratio: what of the gap to the baseline is the records';
 //! 3. full call steps paced at `--rate` steps per second, for the latency at that load, and
 //!    the bare endpoint at the same pace: the latency the machine alone gives at that load;
 //!    with `--sweep-seconds S`, then a sweep of paces as shares of the full speed measured,
