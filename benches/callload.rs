@@ -93,7 +93,8 @@ struct Args {
     /// A few seconds per phase, targets not judged: CI's smoke check.
     #[arg(long)]
     smoke: bool,
-    /// The server binary (default: the one cargo built with this benchmark).
+    /// The server binary (default: the one cargo built with this benchmark). The phase
+    /// without records runs the server's library as built with this benchmark.
     #[arg(long)]
     server: Option<PathBuf>,
     /// Calls already in the database before the run (`ivr seed`: synthetic calls of the
@@ -802,7 +803,17 @@ struct Runner<'a> {
     acked: HashMap<String, Acks>,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(server: &'a Server, args: &'a Args) -> Self {
+        Runner {
+            server,
+            args,
+            serial: Arc::new(AtomicU64::new(0)),
+            rss_peak_kb: 0,
+            acked: HashMap::new(),
+        }
+    }
+
     /// Runs one phase: `callers` tasks for `seconds`, optionally paced; samples the
     /// server's RSS.
     async fn phase(
@@ -871,17 +882,18 @@ async fn without_records(
     let dir = dir.join("without-records");
     std::fs::create_dir_all(&dir)?;
     let server = Server::spawn_without_records(&dir, &args.synchronous)?;
-    until_ready(server.addr).await?;
-    let mut runner = Runner {
-        server: &server,
-        args,
-        serial: Arc::new(AtomicU64::new(0)),
-        rss_peak_kb: 0,
-        acked: HashMap::new(),
-    };
+    if let Err(e) = until_ready(server.addr).await {
+        let _ = server.stop();
+        return Err(e);
+    }
+    let mut runner = Runner::new(&server, args);
     runner.measure(warmup, None, false).await;
     let measured = runner.measure(seconds, None, false).await;
-    server.stop()?;
+    let stopped = server.stop()?;
+    anyhow::ensure!(
+        stopped.success(),
+        "the server without records exited with {stopped}"
+    );
     Ok(measured)
 }
 
@@ -1287,13 +1299,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
     until_ready(server.addr).await?;
-    let mut runner = Runner {
-        server: &server,
-        args: &args,
-        serial: Arc::new(AtomicU64::new(0)),
-        rss_peak_kb: 0,
-        acked: HashMap::new(),
-    };
+    let mut runner = Runner::new(&server, &args);
     runner.measure(warmup, None, false).await;
     let (bare_f, cpu) = runner.measure(measure, None, true).await;
     report.line(describe("bare endpoint", &bare_f, false));
@@ -1303,7 +1309,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     report.line(cpu.describe(full_f.requests, "step"));
     // The same calls on a server that records nothing: what the signature, the flow, the
     // TwiML, the log and HTTP leave of the bare endpoint's speed for the records.
-    let (unrecorded_f, cpu) = without_records(dir.path(), &args, warmup, measure).await?;
+    let (unrecorded_f, cpu) = match without_records(dir.path(), &args, warmup, measure).await {
+        Ok(measured) => measured,
+        Err(e) => {
+            let _ = server.stop();
+            return Err(e);
+        }
+    };
     report.line(describe("full steps without records", &unrecorded_f, true));
     report.line(cpu.describe(unrecorded_f.requests, "step"));
     let (paced_f, cpu) = runner.measure(measure, Some(rate), false).await;
@@ -1551,9 +1563,10 @@ impl Store for Unrecorded {
 }
 
 /// `--serve-without-records`: the server's own configuration, flows, router, signature
-/// check, flow steps, TwiML and log, on its own runtime in its own process as `ivr serve`
-/// runs them, with every record dropped ([`Unrecorded`]): the cost of a step but for its
-/// records.
+/// check, flow steps, TwiML and log, on its own runtime in its own process, served as
+/// `ivr serve` serves them, with every record dropped ([`Unrecorded`]): the cost of a step
+/// but for its records. It is the server's library as built with this benchmark, whatever
+/// `--server` names.
 fn serve_without_records() -> anyhow::Result<()> {
     let _logs = ivr::logging::init()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1561,19 +1574,14 @@ fn serve_without_records() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let config = ivr::config::Config::load()?;
-        let listen = config.listen;
         let state = ivr::app::build_state(config, ivr::app::Clock::system()).await?;
         let app = Arc::try_unwrap(state.0)
             .map_err(|_| anyhow::anyhow!("the state is shared before serving"))?;
-        let state = ivr::app::AppState(Arc::new(ivr::app::App {
-            store: Arc::new(Unrecorded(app.store.clone())),
+        ivr::app::serve_state(ivr::app::AppState(Arc::new(ivr::app::App {
+            store: Arc::new(Unrecorded(app.store)),
             ..app
-        }));
-        let listener = ivr::app::listener(listen)?;
-        axum::serve(listener, ivr::app::build_router(state).into_make_service())
-            .with_graceful_shutdown(ivr::app::shutdown_signal())
-            .await?;
-        Ok(())
+        })))
+        .await
     })
 }
 

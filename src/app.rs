@@ -314,7 +314,7 @@ pub fn check_mode(config: &Config) -> anyhow::Result<()> {
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// The listening socket: as `TcpListener::bind` (address reuse on), with a longer queue.
-pub fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -328,8 +328,13 @@ pub fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     check_mode(&config)?;
-    let listen = config.listen;
-    let state = build_state(config, Clock::system()).await?;
+    serve_state(build_state(config, Clock::system()).await?).await
+}
+
+/// Serves `state` on its configured address as [`serve`] does (the call-load benchmark
+/// serves a state of its own so, with a store that records nothing).
+pub async fn serve_state(state: AppState) -> anyhow::Result<()> {
+    let listen = state.config.listen;
     let listener = listener(listen).with_context(|| format!("listening on {listen}"))?;
     tracing::info!(
         %listen,
@@ -367,8 +372,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves at SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
