@@ -1533,6 +1533,13 @@ impl Store for Unrecorded {
     ) -> StoreResult<Option<ExistingTicket>> {
         self.0.find_external_ticket(category, external_ref).await
     }
+    async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        self.0.find_caller_ticket(caller, node).await
+    }
     async fn commit_step(&self, batch: &StepBatch<'_>) -> StoreResult<Committed> {
         // A number to speak where the answer has one, as a committed ticket would give.
         let speaks = batch.answer.contains("{ticket_number}");

@@ -18,9 +18,16 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 use tower_http::limit::RequestBodyLimitLayer;
 
-/// The time source: the system clock, or a clock a test sets.
+/// The time source: the system clock, or a clock a test sets (stopped, or running on
+/// from the time it was set).
 #[derive(Debug, Clone, Default)]
-pub struct Clock(Option<Arc<Mutex<DateTime<Utc>>>>);
+pub struct Clock(Option<Arc<Mutex<SetClock>>>);
+
+#[derive(Debug, Clone, Copy)]
+struct SetClock {
+    at: DateTime<Utc>,
+    running_since: Option<std::time::Instant>,
+}
 
 impl Clock {
     /// The system clock.
@@ -30,23 +37,44 @@ impl Clock {
 
     /// A clock stopped at `at` until `set` moves it.
     pub fn fixed(at: DateTime<Utc>) -> Self {
-        Self(Some(Arc::new(Mutex::new(at))))
+        Self(Some(Arc::new(Mutex::new(SetClock {
+            at,
+            running_since: None,
+        }))))
     }
 
-    /// Moves a fixed clock; no effect on the system clock.
+    /// A clock that reads `at` now and runs on from there, as the system clock does.
+    pub fn running_from(at: DateTime<Utc>) -> Self {
+        Self(Some(Arc::new(Mutex::new(SetClock {
+            at,
+            running_since: Some(std::time::Instant::now()),
+        }))))
+    }
+
+    /// Moves a set clock (a running one runs on from `at`); no effect on the system clock.
     pub fn set(&self, at: DateTime<Utc>) {
         if let Some(m) = &self.0 {
             if let Ok(mut t) = m.lock() {
-                *t = at;
+                t.at = at;
+                if t.running_since.is_some() {
+                    t.running_since = Some(std::time::Instant::now());
+                }
             }
         }
     }
 
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
-        match &self.0 {
-            Some(m) => m.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()),
-            None => Utc::now(),
+        let Some(m) = &self.0 else {
+            return Utc::now();
+        };
+        match m.lock().map(|t| *t) {
+            Ok(SetClock {
+                at,
+                running_since: Some(since),
+            }) => at + chrono::Duration::from_std(since.elapsed()).unwrap_or_default(),
+            Ok(SetClock { at, .. }) => at,
+            Err(_) => Utc::now(),
         }
     }
 }
@@ -61,6 +89,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The database itself.
     pub db: Arc<dyn Store>,
+    /// Tickets being worked, the outbox and the overdue sweep, in the same database.
+    pub work: Arc<dyn storage::WorkStore>,
     /// Records waiting for the database.
     pub journal: Arc<storage::Journal>,
     /// Operational metrics.
@@ -138,9 +168,10 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     let flows = flow::load_dir(&config.flows_dir, &config)
         .map_err(|p| anyhow::anyhow!("{p}"))
         .with_context(|| format!("loading flows from {}", config.flows_dir.display()))?;
-    let db = storage::open(&config.database_url, config.sqlite_synchronous)
-        .await
-        .context("opening the database")?;
+    let storage::Backend { calls: db, work } =
+        storage::open(&config.database_url, config.sqlite_synchronous)
+            .await
+            .context("opening the database")?;
     db.migrate().await.context("migrating the database")?;
     let style = Style {
         base_url: config.public_url.clone(),
@@ -167,6 +198,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         flows,
         store,
         db,
+        work,
         journal,
         metrics,
         clock,
@@ -325,6 +357,25 @@ fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Starts the background jobs besides retention: the outbox worker that sends e-mails, and
+/// the sweep that e-mails the manager about overdue tickets. Both are safe to run on every
+/// instance at once.
+pub fn spawn_jobs(state: &AppState) -> anyhow::Result<()> {
+    let clock = state.clock.clone();
+    crate::outbox::spawn(state.work.clone(), state.config.smtp.clone(), move || {
+        clock.now()
+    })
+    .context("starting the outbox")?;
+    let clock = state.clock.clone();
+    crate::sla::spawn(
+        state.work.clone(),
+        state.config.sla.clone(),
+        state.config.contacts.clone(),
+        move || clock.now(),
+    );
+    Ok(())
+}
+
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     check_mode(&config)?;
@@ -344,6 +395,7 @@ pub async fn serve_state(state: AppState) -> anyhow::Result<()> {
         "answering calls"
     );
     crate::retention::spawn(state.clone());
+    spawn_jobs(&state)?;
     // Built once: `axum::serve` given a `Router` itself builds a fresh copy of every route
     // for each connection it accepts (about 14 KiB that the connection keeps); through
     // `into_make_service` each connection shares the one router.

@@ -58,8 +58,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store =
-                crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
+            let store = crate::storage::open(&config.database_url, config.sqlite_synchronous)
+                .await?
+                .calls;
             store.migrate().await?;
             // A migration that rebuilds tables leaves them in the WAL: copied in here, not
             // by the first start of the server.
@@ -68,8 +69,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Seed { calls, days } => {
-            let store =
-                crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
+            let store = crate::storage::open(&config.database_url, config.sqlite_synchronous)
+                .await?
+                .calls;
             store.migrate().await?;
             drop(store);
             let started = std::time::Instant::now();

@@ -12,37 +12,19 @@
 //!   (default: the SQLite file's path with `.journal` appended, else `ivr.journal`).
 //! - `IVR_RETENTION_DAYS` — after how many days caller numbers and recordings are removed
 //!   from the records (default: kept).
+//! - `IVR_SMTP_HOST`, `IVR_SMTP_PORT`, `IVR_SMTP_USER`, `IVR_SMTP_FROM` — override `[smtp]`.
+//! - `IVR_SMTP_PASSWORD` — the SMTP password; read from the environment only.
 
 use crate::hours::{self, Schedule, Span};
 use anyhow::{anyhow, bail, Context};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; call only where it is used as a key.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::domain::Secret;
 
 /// How a transfer target is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +106,10 @@ pub struct Config {
     /// the server, and WAL is synced at each checkpoint) or `full` (each commit is synced to
     /// disk, surviving power loss, at the cost of one fsync per group commit).
     pub sqlite_synchronous: SqliteSync,
+    /// When tickets are due, and who hears of overdue ones.
+    pub sla: crate::sla::Sla,
+    /// How e-mails leave.
+    pub smtp: crate::outbox::SmtpSettings,
     /// Serves `POST /bench/bare`, a form-parsing endpoint that answers a fixed TwiML document
     /// and records nothing: the benchmark's baseline. Off unless asked for.
     pub bench_endpoint: bool,
@@ -197,6 +183,10 @@ struct FileConfig {
     contacts: BTreeMap<String, String>,
     #[serde(default)]
     texts: BTreeMap<String, String>,
+    #[serde(default)]
+    sla: crate::sla::FileSla,
+    #[serde(default)]
+    smtp: crate::outbox::FileSmtp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -477,7 +467,11 @@ impl Config {
         if file.retention_days == Some(0) {
             bail!("retention_days must be at least 1 (leave it out to keep records)");
         }
+        let sla = crate::sla::Sla::from_file(file.sla, crate::flow::CATEGORIES, &contacts)?;
+        let smtp = crate::outbox::SmtpSettings::from_file(file.smtp)?;
         Ok(Self {
+            sla,
+            smtp,
             listen,
             journal_path: file
                 .journal_path
@@ -561,6 +555,22 @@ impl Config {
         if let Some(v) = env("IVR_FLOWS_DIR") {
             self.flows_dir = v.into();
         }
+        if let Some(v) = env("IVR_SMTP_HOST") {
+            self.smtp.host = Some(v);
+        }
+        if let Some(v) = env("IVR_SMTP_PORT") {
+            self.smtp.port = v
+                .parse()
+                .with_context(|| format!("IVR_SMTP_PORT={v:?} is not a port number"))?;
+        }
+        if let Some(v) = env("IVR_SMTP_USER") {
+            self.smtp.user = Some(v);
+        }
+        if let Some(v) = env("IVR_SMTP_FROM") {
+            self.smtp.from = v;
+        }
+        self.smtp.password = env("IVR_SMTP_PASSWORD").map(Secret::new);
+        self.smtp.validate()?;
         self.twilio_auth_token = env("TWILIO_AUTH_TOKEN").map(Secret::new);
         self.api_token = env("IVR_API_TOKEN").map(Secret::new);
         self.validate()

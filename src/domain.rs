@@ -2,6 +2,28 @@
 
 use std::fmt;
 
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used as a key.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// A Twilio call identifier (`CA` followed by 32 hex digits on Twilio; other platforms differ).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallSid(String);

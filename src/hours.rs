@@ -102,6 +102,60 @@ impl Schedule {
             .any(|s| s.contains(time))
     }
 
+    /// The time `open` of Guest Care's scheduled hours after `start` (holidays closed, the
+    /// override ignored: it says what is open now, not in the coming days). A schedule with
+    /// no open hours in the coming year counts clock time instead.
+    pub fn after_open_time(&self, start: DateTime<Utc>, open: chrono::Duration) -> DateTime<Utc> {
+        let mut left = open;
+        let mut day = self.local_date(start);
+        for _ in 0..366 {
+            if !self.holidays.contains(&day) {
+                for span in &self.weekly[day.weekday().num_days_from_monday() as usize] {
+                    let from = self.instant(day, Some(span.start));
+                    let to = match span.end {
+                        Some(end) => self.instant(day, Some(end)),
+                        None => self.instant(day.succ_opt().unwrap_or(day), None),
+                    };
+                    let from = from.max(start);
+                    if to <= from {
+                        continue;
+                    }
+                    if to - from >= left {
+                        return from + left;
+                    }
+                    left -= to - from;
+                }
+            }
+            match day.succ_opt() {
+                Some(next) => day = next,
+                None => break,
+            }
+        }
+        start + open
+    }
+
+    /// A local date and time (midnight when `None`) as an instant: the earlier of an
+    /// ambiguous time, and the hour after a time that a change to summer time skips.
+    fn instant(&self, day: NaiveDate, time: Option<NaiveTime>) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        let local = day.and_time(time.unwrap_or(NaiveTime::MIN));
+        self.tz
+            .from_local_datetime(&local)
+            .earliest()
+            .or_else(|| {
+                self.tz
+                    .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| local.and_utc())
+    }
+
+    /// Midnight at the start of a local date, as an instant (API date filters).
+    pub fn start_of_day(&self, day: NaiveDate) -> DateTime<Utc> {
+        self.instant(day, None)
+    }
+
     /// The hours in words, for the closed message: days with the same hours are grouped.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
@@ -257,6 +311,36 @@ mod tests {
         assert!(s
             .describe()
             .starts_with("Monday, 6 PM to midnight; Tuesday to Sunday"));
+    }
+
+    #[test]
+    fn business_hours_are_counted_in_open_hours_only() {
+        let s = schedule();
+        let hours = chrono::Duration::hours;
+        // Friday 18:00 + 8 business hours: 2 on Friday, 6 on Saturday (9-15).
+        assert_eq!(
+            s.after_open_time(winnipeg(2026, 11, 27, 18, 0), hours(8)),
+            winnipeg(2026, 11, 28, 15, 0)
+        );
+        // Saturday 16:00 + 4: 1 on Saturday, Sunday closed, 3 on Monday.
+        assert_eq!(
+            s.after_open_time(winnipeg(2026, 11, 28, 16, 0), hours(4)),
+            winnipeg(2026, 11, 30, 11, 0)
+        );
+        // Opened at night: counted from the next opening.
+        assert_eq!(
+            s.after_open_time(winnipeg(2026, 11, 23, 22, 30), hours(1)),
+            winnipeg(2026, 11, 24, 9, 0)
+        );
+        // Christmas Day (a Friday in 2026) is skipped.
+        assert_eq!(
+            s.after_open_time(winnipeg(2026, 12, 24, 19, 0), hours(2)),
+            winnipeg(2026, 12, 26, 10, 0)
+        );
+        let mut never = schedule();
+        never.weekly = Default::default();
+        let t = winnipeg(2026, 11, 23, 10, 0);
+        assert_eq!(never.after_open_time(t, hours(5)), t + hours(5));
     }
 
     #[test]

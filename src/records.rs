@@ -22,13 +22,17 @@ pub enum Record {
         due_at: Option<DateTime<Utc>>,
         /// A recording the ticket carries from the start.
         recording_url: Option<String>,
+        /// The flow node that opened it (`store.order_ticket`): a repeat caller's call on
+        /// the same path is linked to the open ticket instead of opening another.
+        #[serde(default)]
+        node: Option<String>,
     },
     /// The call concerns an existing ticket (of an earlier call); it becomes the call's
     /// current ticket.
     LinkTicket {
         /// Ticket id.
         ticket_id: i64,
-        /// `linked` or `escalated`.
+        /// `linked`, `escalated`, or `repeat` (the caller's open ticket on the same path).
         relation: String,
     },
     /// An open ticket is escalated.
@@ -46,6 +50,10 @@ pub enum Record {
         subject: String,
         /// Body text.
         body: String,
+        /// Sent with the call's voicemail link: held until the voicemail is recorded, the
+        /// call ends, or this time, whichever comes first.
+        #[serde(default)]
+        recording_wait_until: Option<DateTime<Utc>>,
     },
     /// A voicemail, attached to the call and its current ticket.
     Recording {

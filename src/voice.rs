@@ -8,7 +8,7 @@ use crate::flow::engine::{
     self, Action, CallState, EngineError, Env, Input, Phase, Step, TicketFacts, Vars,
 };
 use crate::flow::{NodeRef, ERROR_ENTRY};
-use crate::records::{Record, StepRecord};
+use crate::records::{ExistingTicket, Record, StepRecord};
 use crate::signature;
 use crate::storage::{CallInfo, StatusUpdate, StepBatch};
 use crate::twiml;
@@ -17,6 +17,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -594,12 +595,13 @@ fn env_for<'a>(
         caller: &ctx.info.from,
         call_sid: &ctx.info.call_sid,
         facts: None,
+        caller_tickets: None,
     }
 }
 
 /// Takes a step and commits its records, or falls back to the error route.
 async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>) -> TwiML {
-    let Some(sid) = &ctx.sid else {
+    if ctx.sid.is_none() {
         return error_route(
             state,
             ctx,
@@ -608,7 +610,7 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
             None,
         )
         .await;
-    };
+    }
     let now = state.now();
     let over = match state.store.hours_override().await {
         Ok(o) => o,
@@ -619,56 +621,14 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         Err(e) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
     };
     // Whether the call has a ticket is looked up only when a node needs it.
-    let mut call_state = CallState {
+    let call_state = CallState {
         has_ticket: None,
         seq: ctx.seq,
         vars: ctx.vars.clone(),
     };
-    let take_step = |facts: Option<&TicketFacts>, call_state: &CallState| {
-        let mut env = env_for(state, ctx, now, over);
-        env.facts = facts;
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
-            engine::step(&state.flows, &env, call_state.clone(), input.clone())
-        }))
-    };
-    let mut stepped = take_step(None, &call_state);
-    // The step needs a fact from the database: fetch it and take the step again (each
-    // fact at most once, so this ends).
-    let mut facts: Option<TicketFacts> = None;
-    loop {
-        let fetched = match &stepped {
-            Ok(Err(EngineError::NeedsTicketState)) if call_state.has_ticket.is_none() => state
-                .store
-                .call_has_ticket(sid.as_str())
-                .await
-                .map(|t| call_state.has_ticket = Some(t)),
-            Ok(Err(EngineError::NeedsLookup {
-                category,
-                external_ref,
-            })) if facts.is_none() => state
-                .store
-                .find_external_ticket(category, external_ref)
-                .await
-                .map(|found| {
-                    facts = Some(TicketFacts {
-                        category: category.clone(),
-                        external_ref: external_ref.clone(),
-                        found,
-                    })
-                }),
-            _ => break,
-        };
-        if let Err(e) = fetched {
-            return error_route(state, ctx, Fault::Database, &e.to_string(), over).await;
-        }
-        stepped = take_step(facts.as_ref(), &call_state);
-    }
-    let step = match stepped {
-        Ok(Ok(step)) => step,
-        Ok(Err(e)) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
-        Err(_) => {
-            return error_route(state, ctx, Fault::Panic, "panic in the flow engine", over).await
-        }
+    let step = match step_with_facts(state, ctx, now, over, call_state, &input, false).await {
+        Ok(step) => step,
+        Err((fault, e)) => return error_route(state, ctx, fault, &e, over).await,
     };
     let answer = twiml::render(&step.actions, &state.style);
     let batch = StepBatch {
@@ -687,6 +647,99 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         }
         Err(e) => error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
     }
+}
+
+/// What a step asked the database for, each fetched once.
+#[derive(Default)]
+struct Facts {
+    external: Option<TicketFacts>,
+    caller_tickets: BTreeMap<String, Option<ExistingTicket>>,
+}
+
+/// Takes a step, fetching what it asks the database for and taking it again (each fact at
+/// most once, so this ends). A fact the database cannot give fails the step, or, when
+/// `lenient` (the error route's own step), is taken as "none" after at most
+/// [`ERROR_RECORD_DEADLINE`].
+async fn step_with_facts(
+    state: &AppState,
+    ctx: &CallCtx,
+    now: DateTime<Utc>,
+    over: Option<crate::hours::OverrideState>,
+    mut call_state: CallState,
+    input: &Input,
+    lenient: bool,
+) -> Result<Step, (Fault, String)> {
+    let mut facts = Facts::default();
+    loop {
+        let stepped = {
+            let mut env = env_for(state, ctx, now, over);
+            env.facts = facts.external.as_ref();
+            env.caller_tickets = Some(&facts.caller_tickets);
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                engine::step(&state.flows, &env, call_state.clone(), input.clone())
+            }))
+        };
+        let error = match stepped {
+            Ok(Ok(step)) => return Ok(step),
+            Ok(Err(e)) => e,
+            Err(_) => return Err((Fault::Panic, "panic in the flow engine".into())),
+        };
+        let sid = &ctx.info.call_sid;
+        let fetched = match &error {
+            EngineError::NeedsTicketState if call_state.has_ticket.is_none() => {
+                let found = bounded(lenient, state.store.call_has_ticket(sid)).await;
+                call_state.has_ticket = Some(*found.as_ref().unwrap_or(&false));
+                found.map(|_| ())
+            }
+            EngineError::NeedsLookup {
+                category,
+                external_ref,
+            } if facts.external.is_none() => {
+                let found = bounded(
+                    lenient,
+                    state.store.find_external_ticket(category, external_ref),
+                )
+                .await;
+                facts.external = Some(TicketFacts {
+                    category: category.clone(),
+                    external_ref: external_ref.clone(),
+                    found: found.as_ref().ok().cloned().flatten(),
+                });
+                found.map(|_| ())
+            }
+            EngineError::NeedsCallerTicket { node } if !facts.caller_tickets.contains_key(node) => {
+                let found = bounded(
+                    lenient,
+                    state.store.find_caller_ticket(&ctx.info.from, node),
+                )
+                .await;
+                facts
+                    .caller_tickets
+                    .insert(node.clone(), found.as_ref().ok().cloned().flatten());
+                found.map(|_| ())
+            }
+            _ => return Err((Fault::Flow, error.to_string())),
+        };
+        if let Err(e) = fetched {
+            if !lenient {
+                return Err((Fault::Database, e.to_string()));
+            }
+            tracing::warn!(call_sid = %sid, error = %e, "error route: a fact unreadable, taken as none");
+        }
+    }
+}
+
+/// A lookup, bounded by [`ERROR_RECORD_DEADLINE`] when `lenient`.
+async fn bounded<T>(
+    lenient: bool,
+    lookup: impl std::future::Future<Output = crate::storage::StoreResult<T>>,
+) -> crate::storage::StoreResult<T> {
+    if !lenient {
+        return lookup.await;
+    }
+    tokio::time::timeout(ERROR_RECORD_DEADLINE, lookup)
+        .await
+        .unwrap_or(Err(crate::storage::StoreError::TimedOut("a lookup")))
 }
 
 /// Counts a committed webhook; a replayed retry counts as such and nothing else.
@@ -782,9 +835,10 @@ async fn error_route(
         .inc();
     state.metrics.webhook(ctx.event, "error_route");
     let now = state.now();
-    let env = env_for(state, ctx, now, over);
+    // Whether the call already has a ticket is looked up (the error route once opened a
+    // second one and moved the voicemail to it).
     let call_state = CallState {
-        has_ticket: Some(false),
+        has_ticket: None,
         seq: ctx.seq,
         vars: Vars::new(),
     };
@@ -816,14 +870,13 @@ async fn error_route(
             records: Vec::new(),
         },
         Before::Nothing => {
-            let stepped = NodeRef::parse_qualified(ERROR_ENTRY).map(|entry| {
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    engine::step(&state.flows, &env, call_state, Input::Enter(entry))
-                }))
-            });
-            match stepped {
-                Some(Ok(Ok(step))) => step,
-                _ => return last_resort(state, ctx, over),
+            let Some(entry) = NodeRef::parse_qualified(ERROR_ENTRY) else {
+                return last_resort(state, ctx, over);
+            };
+            let input = Input::Enter(entry);
+            match step_with_facts(state, ctx, now, over, call_state, &input, true).await {
+                Ok(step) => step,
+                Err(_) => return last_resort(state, ctx, over),
             }
         }
     };

@@ -35,10 +35,12 @@ fn request_key(url: &str, event: &str) -> String {
 
 /// Follows one call as Twilio would until it ends or the server goes away.
 async fn drive_call(app: Arc<TestApp>, sid: String, ledger: Ledger) {
+    // Each call a guest of its own: a guest who calls again is linked to their open ticket.
+    let from = another_caller();
     let base = |extra: &[(&str, &str)]| {
         let mut p = params(&[
             ("CallSid", sid.as_str()),
-            ("From", CALLER),
+            ("From", from.as_str()),
             ("To", GUEST_CARE),
             ("CallStatus", "in-progress"),
         ]);

@@ -61,7 +61,7 @@ impl Timer {
 /// The 1-800 line, "not delivered", "something else": a ticket and a transfer to OOM.
 async fn transfer_call<'a>(app: &'a TestApp, t: &mut Timer) -> Call<'a> {
     let s = Instant::now();
-    let mut call = app.call(GUEST_CARE).await;
+    let mut call = app.call_from_another(GUEST_CARE).await;
     t.lap(s);
     for key in ["1", "4", "2"] {
         let s = Instant::now();
@@ -82,7 +82,7 @@ async fn transfer_call<'a>(app: &'a TestApp, t: &mut Timer) -> Call<'a> {
 /// A store line, court summons: a ticket, an e-mail to legal, a voicemail.
 async fn summons_call<'a>(app: &'a TestApp, t: &mut Timer) -> (Call<'a>, String) {
     let s = Instant::now();
-    let mut call = app.call(STORE).await;
+    let mut call = app.call_from_another(STORE).await;
     t.lap(s);
     for key in ["7", "1"] {
         let s = Instant::now();

@@ -404,6 +404,13 @@ impl ivr::storage::Store for PanicOnStep {
     ) -> ivr::storage::StoreResult<Option<ivr::records::ExistingTicket>> {
         self.0.find_external_ticket(category, external_ref).await
     }
+    async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> ivr::storage::StoreResult<Option<ivr::records::ExistingTicket>> {
+        self.0.find_caller_ticket(caller, node).await
+    }
     async fn commit_step(
         &self,
         batch: &ivr::storage::StepBatch<'_>,
@@ -467,6 +474,7 @@ async fn a_panic_inside_a_step_still_routes_the_caller_and_is_counted_and_logged
         flows: state.flows.clone(),
         store: std::sync::Arc::new(PanicOnStep(inner)),
         db: state.db.clone(),
+        work: state.work.clone(),
         journal: state.journal.clone(),
         metrics: ivr::metrics::Metrics::new().expect("metrics"),
         clock: state.clock.clone(),

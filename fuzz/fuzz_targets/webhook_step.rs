@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         caller: hook.param("From").unwrap_or(""),
         call_sid: hook.param("CallSid").unwrap_or(""),
         facts: None,
+        caller_tickets: None,
     };
     let state = CallState {
         has_ticket: hook.param("HasTicket").is_some(),

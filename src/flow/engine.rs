@@ -3,7 +3,9 @@
 //! Pure: no HTTP, SQL, XML or clock. The webhook edge turns `Action`s into TwiML and
 //! `Link`s into URLs, and commits the `Record`s before it answers.
 
-use super::{Entry, EntryFormat, FlowSet, Menu, Node, NodeRef, VarKind, EXTERNAL_TICKET_VARS};
+use super::{
+    Entry, EntryFormat, FlowSet, Menu, Node, NodeRef, VarKind, EXTERNAL_TICKET_VARS, TICKET_DUE_VAR,
+};
 use crate::config::{Config, Target};
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
@@ -43,6 +45,9 @@ pub struct Env<'a> {
     pub call_sid: &'a str,
     /// Facts the step asked for, fetched by the edge.
     pub facts: Option<&'a TicketFacts>,
+    /// The caller's open tickets by the flow node that opened them, fetched by the edge
+    /// when a ticket node asks (`EngineError::NeedsCallerTicket`).
+    pub caller_tickets: Option<&'a BTreeMap<String, Option<ExistingTicket>>>,
 }
 
 /// What the step knows about the call so far.
@@ -254,6 +259,13 @@ pub enum EngineError {
     /// steps again.
     #[error("needs to know whether the call has a ticket")]
     NeedsTicketState,
+    /// A ticket node needs the caller's open ticket from that node, if any (a repeat
+    /// caller is linked to it): the edge fetches it and steps again.
+    #[error("needs the caller's open ticket from {node}")]
+    NeedsCallerTicket {
+        /// The ticket node, `flow.node`.
+        node: String,
+    },
     /// The step needs to know about a partner ticket: the edge fetches it and steps again.
     #[error("needs the ticket for {category} {external_ref}")]
     NeedsLookup {
@@ -295,17 +307,14 @@ pub fn step(
             let answered = matches!(status.as_str(), "completed" | "answered");
             run.transfer_result(node, answered, &status)?
         }
+        Input::Queue { node, result } if result == "hangup" => run.abandoned(node)?,
         Input::Queue { node, result } => {
-            // The caller talked to someone, hung up, or was moved on by an agent: done.
+            // The caller talked to someone or was moved on by an agent: done.
             // `leave` (the caller left the queue), a full queue, an error or a shutdown
             // take the transfer's failed route: voicemail and a ticket.
             let done = matches!(
                 result.as_str(),
-                "bridged"
-                    | "bridging-in-process"
-                    | "hangup"
-                    | "redirected"
-                    | "redirected-from-bridged"
+                "bridged" | "bridging-in-process" | "redirected" | "redirected-from-bridged"
             );
             run.transfer_result(node, done, &result)?
         }
@@ -413,7 +422,8 @@ impl<'a> Run<'a, '_> {
         }
         // Each placeholder's value is worked out only when the text uses it: this runs for
         // every prompt of every step.
-        let placeholders: [(&str, &dyn Fn() -> String); 7] = [
+        let placeholders: [(&str, &dyn Fn() -> String); 8] = [
+            ("{callback_by}", &|| self.callback_by()),
             ("{store_name}", &|| self.env.store_name.to_string()),
             ("{review_days}", &|| {
                 c.shopping_dollars.review_days.to_string()
@@ -635,21 +645,16 @@ impl<'a> Run<'a, '_> {
                         .and_then(|v| self.state.vars.get(v))
                         .filter(|u| !u.is_empty())
                         .cloned();
-                    self.out.records.push(Record::Ticket {
-                        category: category.clone(),
-                        reason: self.render_for_staff(reason),
-                        external_ref: None,
-                        due_at: None,
-                        recording_url,
-                    });
-                    self.state.has_ticket = Some(true);
-                    self.record_step(&current, kind, "", None, format!("ticket {category}"));
+                    let reason = self.render_for_staff(reason);
+                    let result = self.open_ticket(&current, category, reason, recording_url)?;
+                    self.record_step(&current, kind, "", None, result);
                     current = next.clone();
                 }
                 Node::Notify {
                     contact,
                     subject,
                     body,
+                    attach_recording,
                     next,
                 } => {
                     let address = self
@@ -664,6 +669,13 @@ impl<'a> Run<'a, '_> {
                         address,
                         subject: self.render_for_staff(subject),
                         body: self.render_for_staff(body),
+                        recording_wait_until: attach_recording.then(|| {
+                            self.env.now
+                                + chrono::Duration::from_std(
+                                    self.env.config.smtp.hold_for_recording,
+                                )
+                                .unwrap_or_default()
+                        }),
                     });
                     self.record_step(&current, kind, "", None, format!("notified {contact}"));
                     current = next.clone();
@@ -724,21 +736,9 @@ impl<'a> Run<'a, '_> {
                     // at the tone still leaves a ticket to call back.
                     if let Some((category, reason)) = &v.ticket {
                         if !self.has_ticket()? {
-                            self.out.records.push(Record::Ticket {
-                                category: category.clone(),
-                                reason: self.render_for_staff(reason),
-                                external_ref: None,
-                                due_at: None,
-                                recording_url: None,
-                            });
-                            self.state.has_ticket = Some(true);
-                            self.record_step(
-                                &current,
-                                kind,
-                                "",
-                                None,
-                                format!("ticket {category}"),
-                            );
+                            let reason = self.render_for_staff(reason);
+                            let result = self.open_ticket(&current, category, reason, None)?;
+                            self.record_step(&current, kind, "", None, result);
                         }
                     }
                     let said = self.say(self.speak(&v.prompt));
@@ -834,6 +834,7 @@ impl<'a> Run<'a, '_> {
                                 external_ref: Some(external_ref.clone()),
                                 due_at: Some(due),
                                 recording_url: None,
+                                node: Some(current.to_string()),
                             });
                             self.state.has_ticket = Some(true);
                             self.set_ticket_vars(None, None, Some(due));
@@ -1029,6 +1030,93 @@ impl<'a> Run<'a, '_> {
 }
 
 impl Run<'_, '_> {
+    /// Opens a ticket at `node` (due as the category's service level says), or, for a
+    /// caller who already has an open ticket from the same node, links the call to it
+    /// instead of opening a second one. Returns the step's result.
+    fn open_ticket(
+        &mut self,
+        node: &NodeRef,
+        category: &str,
+        reason: String,
+        recording_url: Option<String>,
+    ) -> Result<String, EngineError> {
+        let path = node.to_string();
+        if is_callable(self.env.caller) {
+            let found = match self.env.caller_tickets.and_then(|m| m.get(&path)) {
+                Some(found) => found.clone(),
+                None => return Err(EngineError::NeedsCallerTicket { node: path }),
+            };
+            if let Some(open) = found {
+                self.out.records.push(Record::LinkTicket {
+                    ticket_id: open.id,
+                    relation: "repeat".into(),
+                });
+                self.state.has_ticket = Some(true);
+                self.set_due(open.due_at);
+                return Ok(format!(
+                    "repeat caller: linked to open ticket {}",
+                    TicketNumber(open.id)
+                ));
+            }
+        }
+        let c = self.env.config;
+        let due = c.sla.due_at(category, self.env.now, &c.schedule);
+        self.out.records.push(Record::Ticket {
+            category: category.to_string(),
+            reason,
+            external_ref: None,
+            due_at: due,
+            recording_url,
+            node: Some(path),
+        });
+        self.state.has_ticket = Some(true);
+        self.set_due(due);
+        Ok(format!("ticket {category}"))
+    }
+
+    /// Keeps the call's ticket's due time for `{callback_by}` in later steps.
+    fn set_due(&mut self, due: Option<DateTime<Utc>>) {
+        match due {
+            Some(d) => self.state.vars.insert(
+                TICKET_DUE_VAR.to_string(),
+                d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            None => self.state.vars.remove(TICKET_DUE_VAR),
+        };
+    }
+
+    /// `{callback_by}`: "by 10:00 AM on Monday, …" from the call's ticket, or "as soon as
+    /// we can" when the call has no due time.
+    fn callback_by(&self) -> String {
+        match self.state.vars.get(TICKET_DUE_VAR) {
+            Some(due) if DateTime::parse_from_rfc3339(due).is_ok() => {
+                format!("by {}", say_value(VarKind::DateTime, due, self.env.config))
+            }
+            _ => "as soon as we can".into(),
+        }
+    }
+
+    /// The caller hung up while waiting in a queue: recorded as abandoned, and the
+    /// transfer's `abandoned` route taken (a ticket to call them back).
+    fn abandoned(&mut self, node: NodeRef) -> Result<(), EngineError> {
+        let t = self.transfer(&node)?;
+        self.record_step(
+            &node,
+            "transfer",
+            "",
+            None,
+            "caller hung up in the queue".into(),
+        );
+        self.outcome("abandoned_in_queue".into(), true);
+        match &t.abandoned {
+            Some(next) => self.walk(next.clone()),
+            None => {
+                self.out.actions.push(Action::Hangup);
+                Ok(())
+            }
+        }
+    }
+
     fn set_ticket_vars(
         &mut self,
         number: Option<&str>,
@@ -1143,6 +1231,12 @@ impl Run<'_, '_> {
         self.record_step(&node, "entry", &said, keys, result);
         Ok(())
     }
+}
+
+/// Whether a caller number is a real number a ticket can be kept for (seven digits or
+/// more, not anonymous or masked): only such callers are recognised when they call again.
+fn is_callable(number: &str) -> bool {
+    !number.contains('*') && number.chars().filter(char::is_ascii_digit).count() >= 7
 }
 
 /// Checks keys against an entry's format; the stored value, or the reason it is refused

@@ -42,6 +42,7 @@ pub const PROMPT_PLACEHOLDERS: &[&str] = &[
     "texting_number",
     "hours",
     "ticket_number",
+    "callback_by",
     "review_days",
     "grace_days",
 ];
@@ -55,6 +56,13 @@ pub const EXTERNAL_TICKET_VARS: &[(&str, VarKind)] = &[
     ("ticket_logged", VarKind::Date),
     ("ticket_due", VarKind::DateTime),
 ];
+
+/// The call variable every ticket sets: when it is due, RFC 3339 (`{callback_by}` says it).
+pub const TICKET_DUE_VAR: &str = "ticket_due";
+
+/// Where a queue transfer goes when the caller hangs up while waiting, unless it names
+/// another node in `abandoned`.
+pub const ABANDONED_IN_QUEUE: &str = "common.abandoned_in_queue";
 
 /// How a call variable is stored and read out. Prompts say `{var.NAME}` in words;
 /// tickets and notifications carry the stored form.
@@ -153,6 +161,9 @@ pub struct Transfer {
     pub failed: NodeRef,
     /// What callers hear while they wait in a queue.
     pub wait_message: Option<String>,
+    /// Queues: where the call goes when the caller hangs up while waiting (a ticket to
+    /// call them back); `None` for other targets.
+    pub abandoned: Option<NodeRef>,
 }
 
 /// A voicemail: prompt, recording, and the ticket to open when the call has none.
@@ -306,6 +317,9 @@ pub enum Node {
         subject: String,
         /// Body.
         body: String,
+        /// Held until the call's voicemail is recorded (or the call ends), and sent with
+        /// the recording's link.
+        attach_recording: bool,
         /// Next node.
         next: NodeRef,
     },
@@ -353,7 +367,10 @@ impl Node {
             | Node::Ticket { next, .. }
             | Node::Notify { next, .. }
             | Node::Goto { next } => vec![next],
-            Node::Transfer(t) => vec![&t.closed, &t.failed],
+            Node::Transfer(t) => [&t.closed, &t.failed]
+                .into_iter()
+                .chain(t.abandoned.as_ref())
+                .collect(),
             Node::Hours { open, closed } => vec![open, closed],
             Node::Voicemail(v) => vec![&v.next],
             Node::Hangup { .. } => vec![],
@@ -520,6 +537,8 @@ struct RawNode {
     due_hours: Option<u32>,
     save_as: Option<String>,
     recording_var: Option<String>,
+    abandoned: Option<String>,
+    attach_recording: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -752,6 +771,7 @@ fn raw_exits(raw: &RawNode, flow: &str) -> Vec<NodeRef> {
     } else {
         refs.extend(raw.closed.iter().chain(&raw.failed).map(|v| resolve(v)));
     }
+    refs.extend(raw.abandoned.iter().map(|v| resolve(v)));
     refs.extend(raw.options.iter().flatten().map(|o| resolve(&o.next)));
     refs
 }
@@ -1210,7 +1230,7 @@ impl NodeCtx<'_, '_> {
                 "prompt", "options", "no_input", "invalid", "fallback", "timeout", "attempts",
             ],
             "say" => &["text", "next"],
-            "transfer" => &["target", "closed", "failed", "wait_message"],
+            "transfer" => &["target", "closed", "failed", "wait_message", "abandoned"],
             "ticket" => &["category", "reason", "recording_var", "next"],
             "hours" => &["open", "closed"],
             "voicemail" => &[
@@ -1221,7 +1241,7 @@ impl NodeCtx<'_, '_> {
                 "save_as",
                 "next",
             ],
-            "notify" => &["contact", "subject", "body", "next"],
+            "notify" => &["contact", "subject", "body", "attach_recording", "next"],
             "hangup" => &["text"],
             "goto" => &["next"],
             "entry" => &[
@@ -1312,6 +1332,8 @@ impl NodeCtx<'_, '_> {
             ("due_hours", raw.due_hours.is_some()),
             ("save_as", raw.save_as.is_some()),
             ("recording_var", raw.recording_var.is_some()),
+            ("abandoned", raw.abandoned.is_some()),
+            ("attach_recording", raw.attach_recording.is_some()),
         ];
         let extra: Vec<(&str, bool)> = present
             .iter()
@@ -1452,6 +1474,11 @@ impl NodeCtx<'_, '_> {
                 if is_queue && raw.wait_message.is_none() {
                     self.err(format!("target `{target}` is a queue: set `wait_message`, said while the caller waits"));
                 }
+                if !is_queue && raw.abandoned.is_some() {
+                    self.err(format!(
+                        "`abandoned` applies only to queue targets, and `{target}` is not one"
+                    ));
+                }
                 if !is_queue && raw.wait_message.is_some() {
                     self.err(format!(
                         "`wait_message` applies only to queue targets, and `{target}` is not one"
@@ -1462,11 +1489,17 @@ impl NodeCtx<'_, '_> {
                 }
                 let closed = self.default_ref(raw.closed, "closed", "common.closed");
                 let failed = self.default_ref(raw.failed, "failed", "common.transfer_failed");
+                let abandoned = if is_queue {
+                    Some(self.default_ref(raw.abandoned, "abandoned", ABANDONED_IN_QUEUE)?)
+                } else {
+                    None
+                };
                 Some(Node::Transfer(Transfer {
                     target,
                     closed: closed?,
                     failed: failed?,
                     wait_message: raw.wait_message,
+                    abandoned,
                 }))
             }
             "ticket" => {
@@ -1476,6 +1509,7 @@ impl NodeCtx<'_, '_> {
                     Some(v) => Some(self.use_var(Some(v), "recording_var", kind)?),
                     None => None,
                 };
+                self.define_var(TICKET_DUE_VAR, VarKind::DateTime, "ticket");
                 let next = next_or_dead_end(self, raw.next);
                 Some(Node::Ticket {
                     category: category?,
@@ -1548,6 +1582,7 @@ impl NodeCtx<'_, '_> {
                     (c, r, _) => {
                         let c = self.category(c, "ticket_category", kind);
                         let r = self.required(r, "ticket_reason", kind);
+                        self.define_var(TICKET_DUE_VAR, VarKind::DateTime, "ticket_category");
                         Some((c?, r?))
                     }
                 };
@@ -1591,6 +1626,7 @@ impl NodeCtx<'_, '_> {
                     contact: contact?,
                     subject: subject?,
                     body: body?,
+                    attach_recording: raw.attach_recording.unwrap_or(false),
                     next: next?,
                 })
             }

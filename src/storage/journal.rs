@@ -631,6 +631,24 @@ impl Store for Journaled {
         self.db.list_tickets(q).await
     }
 
+    async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        match self
+            .read("caller ticket", self.db.find_caller_ticket(caller, node))
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A second ticket is better than a guest nobody calls back.
+                tracing::warn!(error = %e, "caller's open ticket unreadable: a new one is opened");
+                Ok(None)
+            }
+        }
+    }
+
     async fn forget_callers_before(
         &self,
         cutoff: DateTime<Utc>,

@@ -4,12 +4,18 @@ mod journal;
 mod seed;
 mod sqlite;
 mod sqlite_path;
+mod sqlite_work;
+mod work;
 
 pub use seed::Seeded;
 
 pub use journal::{spawn_replayer, Entry, Journal, Journaled};
 pub use sqlite::{SqliteStore, CALL_STEPS};
 pub use sqlite_path::{CALL_LATEST_TICKET, EXTERNAL_TICKET};
+pub use work::{
+    CallerMatch, NotificationQuery, OutboxMessage, TicketCall, TicketChange, TicketDetail,
+    TicketEvent, WorkStore,
+};
 
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
@@ -172,6 +178,8 @@ pub struct CallQuery {
     pub outcome: Option<String>,
     /// Calls with a ticket of this category.
     pub category: Option<String>,
+    /// Calls from this caller.
+    pub caller: Option<CallerMatch>,
     /// Page size.
     pub limit: u32,
     /// Keyset cursor: start time and call id of the last call of the previous page.
@@ -193,6 +201,8 @@ pub struct TicketQuery {
     pub overdue_at: Option<DateTime<Utc>>,
     /// A partner's ticket number.
     pub external_ref: Option<String>,
+    /// Tickets of this caller.
+    pub caller: Option<CallerMatch>,
 }
 
 /// A call as managers read it.
@@ -275,6 +285,16 @@ pub struct TicketView {
     pub due_at: Option<DateTime<Utc>>,
     /// When it was escalated.
     pub escalated_at: Option<DateTime<Utc>>,
+    /// The flow node that opened it, e.g. `store.order_ticket` (none for older tickets).
+    pub node: Option<String>,
+    /// Who works it.
+    pub assignee: Option<String>,
+    /// How it was resolved.
+    pub resolution: Option<String>,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// When a manager last changed it.
+    pub updated_at: Option<DateTime<Utc>>,
     /// Open (or escalated) past its due time.
     pub overdue: bool,
     /// In a call's detail: `opened` by this call, or `linked` / `escalated` by it.
@@ -290,9 +310,13 @@ impl TicketView {
     }
 }
 
-/// A queued e-mail.
+/// An e-mail and how its delivery went.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NotificationView {
+    /// Notification id; its e-mail's Message-ID is `<notification-ID@the sender's domain>`.
+    pub id: i64,
+    /// The call that queued it.
+    pub call_sid: String,
     /// Contact name.
     pub contact: String,
     /// Address.
@@ -301,10 +325,20 @@ pub struct NotificationView {
     pub subject: String,
     /// Body.
     pub body: String,
-    /// `queued`, …
+    /// `queued`, `sent` or `failed`.
     pub status: String,
     /// Ticket it is about.
     pub ticket: Option<String>,
+    /// Times the outbox has tried to send it.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When the SMTP server accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// While queued: when it is tried next (it may wait for the call's voicemail).
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// A call with everything it wrote.
@@ -364,6 +398,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_call(&self, call_sid: &str) -> StoreResult<Option<CallDetail>>;
     /// One page of tickets, newest first.
     async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>>;
+    /// The caller's open or escalated ticket opened by flow node `node`, newest first.
+    async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> StoreResult<Option<ExistingTicket>>;
     /// Retention: calls started before `cutoff` forget their caller — numbers masked in the
     /// call, its tickets, steps and e-mails, recordings removed, stored answers deleted.
     async fn forget_callers_before(
@@ -382,10 +422,23 @@ pub struct Forgotten {
     pub recordings: u64,
 }
 
+/// A database: the call records, and what managers and background jobs work on.
+#[derive(Clone)]
+pub struct Backend {
+    /// Call records (webhooks, the manager's reads of calls).
+    pub calls: Arc<dyn Store>,
+    /// Tickets being worked, the outbox, the overdue sweep.
+    pub work: Arc<dyn WorkStore>,
+}
+
 /// Opens the backend named by the URL's scheme; `sync` is SQLite's durability setting.
-pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Arc<dyn Store>> {
+pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Backend> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, sync).await?))
+        let store = Arc::new(SqliteStore::connect(url, sync).await?);
+        Ok(Backend {
+            calls: store.clone(),
+            work: store,
+        })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Unsupported(
             "the PostgreSQL backend is not available yet; use sqlite://PATH".into(),

@@ -14,8 +14,8 @@ use std::time::Duration;
 /// write is stuck.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
     hot: super::sqlite_path::HotPath,
 }
 
@@ -79,7 +79,7 @@ fn call_view(row: &SqliteRow) -> Result<CallView, sqlx::Error> {
     })
 }
 
-fn ticket_view(row: &SqliteRow) -> Result<TicketView, sqlx::Error> {
+pub(super) fn ticket_view(row: &SqliteRow) -> Result<TicketView, sqlx::Error> {
     Ok(TicketView {
         number: TicketNumber(row.try_get("id")?).to_string(),
         category: row.try_get("category")?,
@@ -94,13 +94,50 @@ fn ticket_view(row: &SqliteRow) -> Result<TicketView, sqlx::Error> {
         escalated_at: row
             .try_get::<Option<i64>, _>("escalated_at")?
             .map(from_millis),
+        node: row.try_get("node")?,
+        assignee: row.try_get("assignee")?,
+        resolution: row.try_get("resolution")?,
+        resolved_at: row
+            .try_get::<Option<i64>, _>("resolved_at")?
+            .map(from_millis),
+        updated_at: row
+            .try_get::<Option<i64>, _>("updated_at")?
+            .map(from_millis),
         overdue: false,
         relation: None,
     })
 }
 
-const TICKET_COLUMNS: &str = "id, category, reason, status, call_sid, caller_number, created_at, \
-     recording_url, external_ref, due_at, escalated_at";
+pub(super) const TICKET_COLUMNS: &str = "id, category, reason, status, call_sid, caller_number, created_at, \
+     recording_url, external_ref, due_at, escalated_at, node, assignee, resolution, resolved_at, updated_at";
+
+pub(super) const NOTIFICATION_COLUMNS: &str =
+    "id, call_sid, contact, address, subject, body, status, \
+     ticket_id, attempts, last_error, created_at, sent_at, next_attempt_at";
+
+pub(super) fn notification_view(r: &SqliteRow) -> Result<NotificationView, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(NotificationView {
+        id: r.try_get("id")?,
+        call_sid: r.try_get("call_sid")?,
+        contact: r.try_get("contact")?,
+        address: r.try_get("address")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        ticket: r
+            .try_get::<Option<i64>, _>("ticket_id")?
+            .map(|id| TicketNumber(id).to_string()),
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        created_at: from_millis(r.try_get("created_at")?),
+        sent_at: r.try_get::<Option<i64>, _>("sent_at")?.map(from_millis),
+        next_attempt_at: r
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .filter(|_| status == "queued")
+            .map(from_millis),
+        status,
+    })
+}
 
 /// A step's JSON data with every value made to forget its caller.
 fn forget_data(json: &str) -> String {
@@ -136,6 +173,14 @@ fn calls_query(prefix: &str, q: &CallQuery) -> QueryBuilder<'static, Sqlite> {
     }
     if let Some(line) = &q.line {
         b.push(" AND line = ").push_bind(line.clone());
+    }
+    if let Some(caller) = &q.caller {
+        // On `calls_by_caller_last4`, the whole number checked on the rows it finds.
+        b.push(" AND substr(from_number, -4) = ")
+            .push_bind(caller.last4.clone());
+        if let Some(full) = &caller.full {
+            b.push(" AND from_number = ").push_bind(full.clone());
+        }
     }
     if let Some(outcome) = &q.outcome {
         match outcome.strip_suffix('*') {
@@ -207,6 +252,13 @@ fn tickets_query(prefix: &str, q: &TicketQuery) -> QueryBuilder<'static, Sqlite>
     if let Some(external_ref) = &q.external_ref {
         b.push(" AND external_ref = ")
             .push_bind(external_ref.clone());
+    }
+    if let Some(caller) = &q.caller {
+        b.push(" AND substr(caller_number, -4) = ")
+            .push_bind(caller.last4.clone());
+        if let Some(full) = &caller.full {
+            b.push(" AND caller_number = ").push_bind(full.clone());
+        }
     }
     if let Some(at) = q.overdue_at {
         b.push(" AND status IN ('open', 'escalated') AND due_at <= ")
@@ -368,25 +420,14 @@ impl Store for SqliteStore {
             Ok(t)
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let notifications = sqlx::query(
-            "SELECT contact, address, subject, body, status, ticket_id FROM notifications WHERE call_sid = ? ORDER BY id",
-        )
+        let notifications = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE call_sid = ? ORDER BY id"
+        ))
         .bind(call_sid)
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|r| {
-            Ok(NotificationView {
-                contact: r.try_get("contact")?,
-                address: r.try_get("address")?,
-                subject: r.try_get("subject")?,
-                body: r.try_get("body")?,
-                status: r.try_get("status")?,
-                ticket: r
-                    .try_get::<Option<i64>, _>("ticket_id")?
-                    .map(|id| TicketNumber(id).to_string()),
-            })
-        })
+        .map(notification_view)
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(CallDetail {
             call,
@@ -400,6 +441,14 @@ impl Store for SqliteStore {
         let mut b = tickets_query("", q);
         let rows = b.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(ticket_view).collect::<Result<_, _>>()?)
+    }
+
+    async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        self.hot.find_caller_ticket(caller, node).await
     }
 
     async fn forget_callers_before(
@@ -500,5 +549,68 @@ impl Store for SqliteStore {
             }
             tx.commit().await?;
         }
+    }
+}
+
+#[async_trait]
+impl WorkStore for SqliteStore {
+    async fn get_ticket(&self, number: TicketNumber) -> StoreResult<Option<TicketDetail>> {
+        self.ticket_detail(&self.reader, number).await
+    }
+
+    async fn update_ticket(
+        &self,
+        number: TicketNumber,
+        change: &TicketChange,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<TicketDetail>> {
+        self.change_ticket(number, change, at).await
+    }
+
+    async fn list_notifications(
+        &self,
+        q: &NotificationQuery,
+    ) -> StoreResult<Vec<NotificationView>> {
+        self.notifications(q).await
+    }
+
+    async fn resend_notification(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<NotificationView>> {
+        self.requeue(id, at).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        self.claim(now, lease_until, limit).await
+    }
+
+    async fn outbox_sent(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        self.mark_sent(id, at).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        self.mark_failed(id, error, retry_at).await
+    }
+
+    async fn sweep_overdue(
+        &self,
+        now: DateTime<Utc>,
+        categories: &[String],
+        contact: &str,
+        address: &str,
+    ) -> StoreResult<u64> {
+        self.queue_overdue(now, categories, contact, address).await
     }
 }

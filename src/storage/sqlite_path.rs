@@ -386,8 +386,11 @@ impl HotPath {
     pub async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool> {
         let sid = call_sid.to_string();
         self.read(move |c| {
-            c.prepare_cached("SELECT 1 FROM tickets WHERE call_sid = ?1 LIMIT 1")?
-                .exists([sid])
+            c.prepare_cached(
+                "SELECT 1 FROM tickets WHERE call_sid = ?1 \
+                 UNION ALL SELECT 1 FROM call_tickets WHERE call_sid = ?1 LIMIT 1",
+            )?
+            .exists([sid])
         })
         .await
     }
@@ -401,14 +404,22 @@ impl HotPath {
         let (category, external_ref) = (category.to_string(), external_ref.to_string());
         self.read(move |c| {
             c.prepare_cached(EXTERNAL_TICKET)?
-                .query_row([external_ref, category], |r| {
-                    Ok(ExistingTicket {
-                        id: r.get(0)?,
-                        status: r.get(1)?,
-                        created_at: from_millis(r.get(2)?),
-                        due_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
-                    })
-                })
+                .query_row([external_ref, category], existing_ticket)
+                .optional()
+        })
+        .await
+    }
+
+    /// The caller's newest open ticket opened by `node`.
+    pub async fn find_caller_ticket(
+        &self,
+        caller: &str,
+        node: &str,
+    ) -> StoreResult<Option<ExistingTicket>> {
+        let (caller, node) = (caller.to_string(), node.to_string());
+        self.read(move |c| {
+            c.prepare_cached(CALLER_OPEN_TICKET)?
+                .query_row([caller, node], existing_ticket)
                 .optional()
         })
         .await
@@ -429,6 +440,16 @@ impl HotPath {
     pub async fn ping(&self) -> StoreResult<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
+}
+
+/// An open ticket as the flow engine needs it: id, status, created, due.
+fn existing_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExistingTicket> {
+    Ok(ExistingTicket {
+        id: r.get(0)?,
+        status: r.get(1)?,
+        created_at: from_millis(r.get(2)?),
+        due_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
+    })
 }
 
 /// The writer thread: group commit until every handle is gone.
@@ -611,12 +632,13 @@ impl OwnedStep {
                     external_ref,
                     due_at,
                     recording_url,
+                    node,
                 } => {
                     let inserted = tx
                         .prepare_cached(
                             "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at, \
-                             external_ref, due_at, recording_url) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                             external_ref, due_at, recording_url, node) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
                         )?
                         .execute(params![
                             sid,
@@ -628,7 +650,8 @@ impl OwnedStep {
                             at,
                             external_ref,
                             due_at.map(to_millis),
-                            recording_url
+                            recording_url,
+                            node
                         ])?;
                     let id = if inserted == 1 {
                         tx.last_insert_rowid()
@@ -645,10 +668,13 @@ impl OwnedStep {
                     address,
                     subject,
                     body,
+                    recording_wait_until,
                 } => {
+                    // Due at once, or held for the call's voicemail (released by it).
                     tx.prepare_cached(
-                        "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                        "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, created_at, \
+                         next_attempt_at, attach_recording) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         sid,
@@ -659,7 +685,9 @@ impl OwnedStep {
                         address,
                         fill_ticket(subject, ticket),
                         fill_ticket(body, ticket),
-                        at
+                        at,
+                        recording_wait_until.map_or(at, to_millis),
+                        recording_wait_until.is_some()
                     ])?;
                 }
                 Record::LinkTicket {
@@ -683,10 +711,15 @@ impl OwnedStep {
                 Record::Recording { url, .. } => {
                     tx.prepare_cached("UPDATE calls SET recording_url = ?1 WHERE id = ?2")?
                         .execute(params![url, call])?;
+                    // A ticket keeps the first voicemail left for it; a later call's own
+                    // voicemail stays on that call, which the ticket lists.
                     if let Some(t) = ticket {
-                        tx.prepare_cached("UPDATE tickets SET recording_url = ?1 WHERE id = ?2")?
-                            .execute(params![url, t.0])?;
+                        tx.prepare_cached(
+                            "UPDATE tickets SET recording_url = COALESCE(recording_url, ?1) WHERE id = ?2",
+                        )?
+                        .execute(params![url, t.0])?;
                     }
+                    release_held_notifications(tx, sid, at)?;
                 }
                 Record::Outcome { value, replace } => {
                     let sql = if *replace {
@@ -735,8 +768,30 @@ pub const EXTERNAL_TICKET: &str = "SELECT id, status, created_at, due_at FROM ti
      WHERE external_ref = ?1 AND category = ?2 AND status IN ('open', 'escalated') \
      ORDER BY id DESC LIMIT 1";
 
-/// A call's newest ticket: on the tickets' key, which leads with the CallSid.
-pub const CALL_LATEST_TICKET: &str = "SELECT max(id) FROM tickets WHERE call_sid = ?1";
+/// A call's newest ticket, opened by it or linked to it: on the tickets' key and the call
+/// links' key, which both lead with the CallSid.
+pub const CALL_LATEST_TICKET: &str =
+    "SELECT max(id) FROM (SELECT id FROM tickets WHERE call_sid = ?1 \
+     UNION ALL SELECT ticket_id AS id FROM call_tickets WHERE call_sid = ?1)";
+
+/// The caller's newest open ticket opened by a flow node: on `tickets_open_by_caller`.
+pub const CALLER_OPEN_TICKET: &str = "SELECT id, status, created_at, due_at FROM tickets \
+     WHERE caller_number = ?1 AND node = ?2 AND status IN ('open', 'escalated') \
+     ORDER BY id DESC LIMIT 1";
+
+/// E-mails of the call held for its voicemail are due at `due` (or sooner).
+fn release_held_notifications(tx: &Transaction<'_>, sid: &str, due: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE notifications SET next_attempt_at = ?2 WHERE call_sid = ?1 AND status = 'queued' \
+         AND attach_recording = 1 AND next_attempt_at > ?2",
+    )?
+    .execute(params![sid, due])?;
+    Ok(())
+}
+
+/// After the call ends, how long its e-mails wait for a voicemail callback that may still
+/// arrive (the platform sends the two in either order).
+const RELEASE_AFTER_END_MS: i64 = 30_000;
 
 /// The placeholder filled with the call's ticket number once it is known.
 const TICKET_NUMBER: &str = "{ticket_number}";
@@ -777,6 +832,13 @@ impl OwnedStatus {
                 self.at,
                 call
             ])?;
+            if is_final {
+                release_held_notifications(
+                    tx,
+                    &self.call.call_sid,
+                    self.at + RELEASE_AFTER_END_MS,
+                )?;
+            }
         } else if self.duration_seconds.is_some() {
             // A late callback may still carry the duration the final one lacked.
             tx.prepare_cached(

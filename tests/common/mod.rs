@@ -417,21 +417,39 @@ impl TestApp {
         res.json().await.expect("json")
     }
 
+    /// A new call to `to` from a caller of its own (`another_caller`), answered by
+    /// `/voice/incoming`: tests of many calls use it so that no call is a repeat caller's.
+    pub async fn call_from_another(&self, to: &str) -> Call<'_> {
+        self.call_from(to, &another_caller()).await
+    }
+
+    /// A new call to `to` from `from`, answered by `/voice/incoming`.
+    pub async fn call_from(&self, to: &str, from: &str) -> Call<'_> {
+        let mut call = self.call_unanswered(to).await;
+        call.from = from.into();
+        call.post("/voice/incoming", &[]).await;
+        call
+    }
+
     /// A new call to `to`, answered by `/voice/incoming`.
     pub async fn call(&self, to: &str) -> Call<'_> {
+        let mut call = self.call_unanswered(to).await;
+        call.post("/voice/incoming", &[]).await;
+        call
+    }
+
+    async fn call_unanswered(&self, to: &str) -> Call<'_> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sid = format!("CA{:032x}", n + (std::process::id() as u64) * 1_000_000);
-        let mut call = Call {
+        Call {
             app: self,
             sid,
             from: CALLER.into(),
             to: to.into(),
             twiml: El::default(),
             xml: String::new(),
-        };
-        call.post("/voice/incoming", &[]).await;
-        call
+        }
     }
 }
 
@@ -621,6 +639,13 @@ impl Call<'_> {
             .map(|t| t["category"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+}
+
+/// A caller number no other call of this test binary has used: `+1204556` and four digits.
+pub fn another_caller() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("+1204556{:04}", n % 10_000)
 }
 
 /// Prints a test's figure where `cargo test` shows it even for a passing test: straight to

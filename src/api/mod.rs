@@ -1,5 +1,7 @@
 //! The manager API: call logs, tickets and the hours override, behind a bearer token.
 
+mod tickets;
+
 use crate::app::AppState;
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
@@ -8,7 +10,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,7 +37,11 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
-            message: format!("{what} not found"),
+            message: if what.contains(' ') {
+                what.to_string()
+            } else {
+                format!("{what} not found")
+            },
         }
     }
 }
@@ -57,6 +63,16 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn page_cursor(cursor: Option<&str>, what: &str) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("cursor is not a {what} cursor this API gave out"))
+            })
+        })
+        .transpose()
+}
 
 /// A query string whose rejection is a JSON error like every other API error.
 #[derive(Debug)]
@@ -88,7 +104,24 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/tickets", get(list_tickets))
         .route("/api/hours", get(get_hours))
         .route("/api/hours/override", put(put_override))
+        .route(
+            "/api/tickets/{number}",
+            get(tickets::get_ticket).patch(tickets::patch_ticket),
+        )
+        .route("/api/notifications", get(tickets::list_notifications))
+        .route(
+            "/api/notifications/{id}/resend",
+            post(tickets::resend_notification),
+        )
+        .route("/api", any(no_such_path))
+        .route("/api/", any(no_such_path))
+        .route("/api/{*rest}", any(no_such_path))
         .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Any other path under `/api`: the JSON 404 of every API error.
+async fn no_such_path() -> ApiError {
+    ApiError::not_found("no such API path; see the README's Manager API for the paths")
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -116,19 +149,32 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
-fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+/// An RFC 3339 time, or a date, which means midnight at its start in Guest Care's time
+/// zone (the schedule's, `hours.time_zone`), not in UTC.
+fn parse_time(
+    raw: &str,
+    field: &str,
+    schedule: &crate::hours::Schedule,
+) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+        .map(|d| schedule.start_of_day(d))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "{field} must be RFC 3339 (2026-11-22T08:00:00Z) or a date (2026-11-22)"
+                "{field} must be RFC 3339 (2026-11-22T08:00:00Z) or a date (2026-11-22, \
+                 from midnight Guest Care time, {})",
+                schedule.tz.name()
             ))
         })
+}
+
+/// The `caller` filter: a whole number or its last four digits.
+fn parse_caller(raw: Option<&str>) -> Result<Option<crate::storage::CallerMatch>, ApiError> {
+    raw.map(|c| crate::storage::CallerMatch::parse(c).map_err(ApiError::bad_request))
+        .transpose()
 }
 
 fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
@@ -147,6 +193,7 @@ pub struct CallsParams {
     line: Option<String>,
     outcome: Option<String>,
     category: Option<String>,
+    caller: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -182,13 +229,14 @@ async fn list_calls(
         since: p
             .since
             .as_deref()
-            .map(|s| parse_time(s, "since"))
+            .map(|s| parse_time(s, "since", &state.config.schedule))
             .transpose()?,
         until: p
             .until
             .as_deref()
-            .map(|s| parse_time(s, "until"))
+            .map(|s| parse_time(s, "until", &state.config.schedule))
             .transpose()?,
+        caller: parse_caller(p.caller.as_deref())?,
         line: p.line,
         outcome: p.outcome,
         category: p.category,
@@ -230,6 +278,7 @@ pub struct TicketsParams {
     category: Option<String>,
     overdue: Option<bool>,
     external_ref: Option<String>,
+    caller: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -270,6 +319,7 @@ async fn list_tickets(
         before_id,
         overdue_at: p.overdue.unwrap_or(false).then_some(now),
         external_ref: p.external_ref,
+        caller: parse_caller(p.caller.as_deref())?,
     };
     let mut tickets = state.store.list_tickets(&q).await?;
     for t in &mut tickets {

@@ -1,0 +1,221 @@
+//! Working tickets (open one by number, resolve, reopen, assign, note) and the e-mails
+//! they send (list, resend).
+
+use super::{page_cursor, page_size, ApiError, ApiQuery, ApiResult};
+use crate::app::AppState;
+use crate::domain::TicketNumber;
+use crate::storage::{NotificationQuery, NotificationView, TicketChange, TicketDetail};
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+fn ticket_number(raw: &str) -> Result<TicketNumber, ApiError> {
+    TicketNumber::parse(raw).map_err(ApiError::bad_request)
+}
+
+fn with_overdue(state: &AppState, mut t: TicketDetail) -> Json<TicketDetail> {
+    t.ticket.mark_overdue(state.now());
+    Json(t)
+}
+
+/// `GET /api/tickets/{number}`: the ticket, its audit trail, its calls and e-mails.
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+) -> ApiResult<TicketDetail> {
+    let number = ticket_number(&number)?;
+    let ticket = state
+        .work
+        .get_ticket(number)
+        .await?
+        .ok_or_else(|| ApiError::not_found("ticket"))?;
+    Ok(with_overdue(&state, ticket))
+}
+
+/// Body of `PATCH /api/tickets/{number}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketPatch {
+    /// Who makes the change.
+    by: Option<String>,
+    status: Option<String>,
+    resolution: Option<String>,
+    /// A name, or `null` to unassign.
+    #[serde(default, deserialize_with = "present")]
+    assignee: Option<Option<String>>,
+    note: Option<String>,
+}
+
+fn present<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Text a person wrote: trimmed, 1 to `max` characters, no control characters but line
+/// breaks.
+fn text(value: &str, field: &str, max: usize) -> Result<String, ApiError> {
+    let t = value.trim();
+    if t.is_empty() || t.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    if t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::bad_request(format!(
+            "{field} may not hold control characters"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+impl TicketPatch {
+    /// The change, checked: who, and at least one thing to change.
+    fn change(self) -> Result<TicketChange, ApiError> {
+        let by = text(
+            self.by.as_deref().ok_or_else(|| {
+                ApiError::bad_request(
+                    "`by` is required: who makes the change (for the audit trail)",
+                )
+            })?,
+            "by",
+            100,
+        )?;
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(s @ ("open" | "resolved")) => Some(s.to_string()),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "status must be open or resolved (escalation comes from calls)",
+                ))
+            }
+        };
+        let resolution = self
+            .resolution
+            .as_deref()
+            .map(|r| text(r, "resolution", 2000))
+            .transpose()?;
+        match (status.as_deref(), &resolution) {
+            (Some("resolved"), None) => {
+                return Err(ApiError::bad_request(
+                    "resolving a ticket needs a `resolution`: how it was resolved",
+                ))
+            }
+            (Some("open") | None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "`resolution` goes with \"status\": \"resolved\"",
+                ))
+            }
+            _ => {}
+        }
+        let assignee = self
+            .assignee
+            .map(|a| a.as_deref().map(|a| text(a, "assignee", 100)).transpose())
+            .transpose()?;
+        let note = self
+            .note
+            .as_deref()
+            .map(|n| text(n, "note", 4000))
+            .transpose()?;
+        if status.is_none() && assignee.is_none() && note.is_none() {
+            return Err(ApiError::bad_request(
+                "nothing to change: give status, assignee or note",
+            ));
+        }
+        Ok(TicketChange {
+            by,
+            status,
+            resolution,
+            assignee,
+            note,
+        })
+    }
+}
+
+/// `PATCH /api/tickets/{number}`: resolve (with a resolution) or reopen, assign or
+/// unassign, add a note; each change is kept in the ticket's audit trail.
+pub async fn patch_ticket(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+    body: Result<Json<TicketPatch>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<TicketDetail> {
+    let number = ticket_number(&number)?;
+    let Json(patch) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"by\": \"name\", \"status\": \"open\" | \"resolved\", \"resolution\": \"...\", \
+             \"assignee\": \"name\" | null, \"note\": \"...\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let change = patch.change()?;
+    let ticket = state
+        .work
+        .update_ticket(number, &change, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("ticket"))?;
+    tracing::info!(ticket = %number, by = %change.by, status = ?change.status, "ticket changed");
+    Ok(with_overdue(&state, ticket))
+}
+
+/// Query of `GET /api/notifications`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsParams {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of notifications.
+#[derive(Debug, Serialize)]
+pub struct NotificationsPage {
+    notifications: Vec<NotificationView>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/notifications`: e-mails, newest first, with their delivery.
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<NotificationsParams>,
+) -> ApiResult<NotificationsPage> {
+    let limit = page_size(p.limit)?;
+    if let Some(status) = &p.status {
+        if !["queued", "sent", "failed"].contains(&status.as_str()) {
+            return Err(ApiError::bad_request(
+                "status must be queued, sent or failed",
+            ));
+        }
+    }
+    let q = NotificationQuery {
+        status: p.status,
+        limit,
+        before_id: page_cursor(p.cursor.as_deref(), "notification")?,
+    };
+    let notifications = state.work.list_notifications(&q).await?;
+    let next_cursor = (notifications.len() == limit as usize)
+        .then(|| notifications.last().map(|n| n.id.to_string()))
+        .flatten();
+    Ok(Json(NotificationsPage {
+        notifications,
+        next_cursor,
+    }))
+}
+
+/// `POST /api/notifications/{id}/resend`: queue the e-mail again, whatever its status. It
+/// keeps its Message-ID, so the recipient's mail program can tell it is the same e-mail.
+pub async fn resend_notification(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<NotificationView> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("a notification id is a number"))?;
+    let n = state
+        .work
+        .resend_notification(id, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("notification"))?;
+    tracing::info!(notification = id, "e-mail queued again by a manager");
+    Ok(Json(n))
+}
