@@ -56,6 +56,8 @@ pub struct SmtpSettings {
     pub poll: Duration,
     /// How long an e-mail that carries the call's voicemail waits for it at most.
     pub hold_for_recording: Duration,
+    /// How long one exchange with the SMTP server may take.
+    pub timeout: Duration,
 }
 
 /// `[smtp]` as written.
@@ -72,6 +74,7 @@ pub struct FileSmtp {
     max_attempts: Option<u32>,
     poll_ms: Option<u64>,
     hold_for_recording_seconds: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
 impl TlsMode {
@@ -113,6 +116,7 @@ impl SmtpSettings {
             max_attempts: file.max_attempts.unwrap_or(40),
             poll: Duration::from_millis(file.poll_ms.unwrap_or(1_000)),
             hold_for_recording: Duration::from_secs(file.hold_for_recording_seconds.unwrap_or(900)),
+            timeout: Duration::from_millis(file.timeout_ms.unwrap_or(20_000)),
         };
         settings.validate()?;
         Ok(settings)
@@ -131,6 +135,9 @@ impl SmtpSettings {
         }
         if self.poll.is_zero() {
             bail!("smtp.poll_ms must be above 0");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.timeout) {
+            bail!("smtp.timeout_ms must be 100 to 300000");
         }
         Ok(())
     }
@@ -187,7 +194,7 @@ impl Mailer {
         };
         let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
             .port(s.port)
-            .timeout(Some(Duration::from_secs(20)));
+            .timeout(Some(s.timeout));
         let builder = match s.tls {
             TlsMode::None => builder.tls(Tls::None),
             TlsMode::StartTls => builder.tls(Tls::Required(TlsParameters::new(host.clone())?)),
@@ -250,23 +257,26 @@ impl Mailer {
     }
 }
 
-/// How long a claim on a notification lasts: longer than one send can take, so that a
-/// notification is sent by one worker at a time, and short enough that one claimed by an
-/// instance that died is taken up again soon.
-const LEASE: Duration = Duration::from_secs(60);
-/// Notifications claimed at a time.
-const BATCH: u32 = 20;
+impl SmtpSettings {
+    /// How long a claim on a notification lasts: longer than its send can take (each
+    /// exchange with the server is bounded by `timeout`), so that it is sent by one worker
+    /// at a time, and short enough that one claimed by an instance that died is taken up
+    /// again soon.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
 
-/// One pass: claims the notifications due at `now` and sends each; returns how many were
-/// claimed.
+/// One pass: claims the next notification due at `now` (one at a time, so that a claim
+/// never waits behind other sends) and sends it; returns how many were claimed.
 pub async fn send_due(
     store: &dyn WorkStore,
     mailer: &Mailer,
     settings: &SmtpSettings,
     now: DateTime<Utc>,
 ) -> crate::storage::StoreResult<usize> {
-    let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-    let claimed = store.claim_outbox(now, lease_until, BATCH).await?;
+    let lease_until = now + chrono::Duration::from_std(settings.lease()).unwrap_or_default();
+    let claimed = store.claim_outbox(now, lease_until, 1).await?;
     for n in &claimed {
         match mailer.send(n).await {
             Ok(()) => {

@@ -4,6 +4,7 @@
 
 pub mod privacy;
 pub mod process;
+pub mod smtp;
 
 /// Default targets, as `Call::dialled` reports them.
 pub const OOM: (&str, &str) = ("sip:350152@pbx.example.com", "");
@@ -126,6 +127,11 @@ pub struct Options {
     pub host_header_only: bool,
     /// An existing database file to serve instead of a new one.
     pub database: Option<std::path::PathBuf>,
+    /// The clock runs on from `now` (for tests that wait, such as e-mail retries) instead
+    /// of standing still.
+    pub running_clock: bool,
+    /// Runs the background jobs as `ivr serve` does: the outbox and the overdue sweep.
+    pub jobs: bool,
 }
 
 impl Default for Options {
@@ -137,6 +143,8 @@ impl Default for Options {
             public_url: None,
             host_header_only: false,
             database: None,
+            running_clock: false,
+            jobs: false,
         }
     }
 }
@@ -194,8 +202,15 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     config.api_token = opts.api_token.map(Secret::new);
     let public = opts.public_url.unwrap_or_else(|| addr.clone());
     config.public_url = (!opts.host_header_only).then(|| public.clone());
-    let clock = Clock::fixed(opts.now);
+    let clock = if opts.running_clock {
+        Clock::running_from(opts.now)
+    } else {
+        Clock::fixed(opts.now)
+    };
     let state = build_state(config, clock.clone()).await.expect("app state");
+    if opts.jobs {
+        ivr::app::spawn_jobs(&state).expect("background jobs");
+    }
     let served = state.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, build_router(served).into_make_service()).await;
@@ -402,6 +417,28 @@ impl TestApp {
             .expect("api request");
         assert_eq!(res.status(), 200, "GET {path_and_query}");
         res.json().await.expect("json")
+    }
+
+    /// Any API request with the token: the status and the JSON body.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.addr))
+            .bearer_auth(API_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("api request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path_and_query}: not JSON ({e}): {text:?}"));
+        (status, json)
     }
 
     pub async fn set_override(&self, state: Value) -> Value {
