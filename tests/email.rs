@@ -69,7 +69,10 @@ async fn a_queued_email_reaches_the_smtp_server_with_its_message_id_and_is_shown
     let app = spawn_mailing(sink.port, monday_morning()).await;
     let call = legal_call(&app).await;
     let record = call.record().await;
-    let ticket = record["tickets"][0]["number"].as_str().expect("a ticket").to_string();
+    let ticket = record["tickets"][0]["number"]
+        .as_str()
+        .expect("a ticket")
+        .to_string();
 
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "one e-mail");
@@ -94,9 +97,18 @@ async fn a_queued_email_reaches_the_smtp_server_with_its_message_id_and_is_shown
         format!("Escalated guest (legal or agency): ticket {ticket}")
     );
     let body = m["body"].as_str().expect("body");
-    assert!(body.contains(&format!("Service Desk ticket: {ticket}")), "{body}");
-    assert!(body.contains(&call.from), "the manager gets the caller's number: {body}");
-    assert!(body.contains("being transferred to the escalation team"), "{body}");
+    assert!(
+        body.contains(&format!("Service Desk ticket: {ticket}")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&call.from),
+        "the manager gets the caller's number: {body}"
+    );
+    assert!(
+        body.contains("being transferred to the escalation team"),
+        "{body}"
+    );
     report(format!(
         "e-mail: {ticket} sent to {} with Message-ID {}",
         m["rcpt_tos"][0].as_str().unwrap_or(""),
@@ -144,7 +156,9 @@ async fn smtp_refused_for_a_while_then_accepted_every_email_arrives_once() {
     assert!(sent.iter().all(|n| n["status"] == "sent"), "{sent:?}");
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
     for m in &got {
-        *by_id.entry(header(m, "Message-ID").to_string()).or_default() += 1;
+        *by_id
+            .entry(header(m, "Message-ID").to_string())
+            .or_default() += 1;
     }
     let duplicates: usize = by_id.values().map(|c| c - 1).sum();
     assert_eq!(by_id.len(), 12, "every e-mail arrived");
@@ -175,7 +189,10 @@ async fn the_court_summons_email_waits_for_the_voicemail_and_carries_its_link() 
     call.press("1").await;
     assert!(call.twiml.first("Record").is_some(), "{}", call.xml);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(sink.messages().is_empty(), "held until the voicemail is recorded");
+    assert!(
+        sink.messages().is_empty(),
+        "held until the voicemail is recorded"
+    );
     let held = notifications(&app, "").await;
     assert_eq!(held[0]["status"], "queued");
     assert_eq!(held[0]["attempts"], 0);
@@ -205,11 +222,15 @@ async fn a_summons_caller_who_hangs_up_before_the_tone_still_reaches_legal() {
     // callback is still on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(sink.messages().is_empty());
-    app.clock.set(monday_morning() + chrono::Duration::seconds(45));
+    app.clock
+        .set(monday_morning() + chrono::Duration::seconds(45));
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "legal is told even without a voicemail");
     let body = got[0]["body"].as_str().expect("body");
-    assert!(body.contains("Voicemail recording: the guest left none."), "{body}");
+    assert!(
+        body.contains("Voicemail recording: the guest left none."),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +238,11 @@ async fn the_closed_hours_legal_email_says_voicemail_with_its_link_not_transfer(
     let sink = SmtpSink::start();
     let app = spawn_mailing(sink.port, sunday_morning()).await;
     let mut call = legal_call(&app).await;
-    assert!(call.twiml.first("Record").is_some(), "closed: voicemail {}", call.xml);
+    assert!(
+        call.twiml.first("Record").is_some(),
+        "closed: voicemail {}",
+        call.xml
+    );
     let recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE78";
     call.leave_voicemail(recording).await;
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
@@ -227,7 +252,11 @@ async fn the_closed_hours_legal_email_says_voicemail_with_its_link_not_transfer(
     assert!(body.contains("Guest Care was closed"), "{body}");
     assert!(body.contains(recording), "{body}");
     let record = call.record().await;
-    assert_eq!(record["tickets"].as_array().map(Vec::len), Some(1), "one ticket");
+    assert_eq!(
+        record["tickets"].as_array().map(Vec::len),
+        Some(1),
+        "one ticket"
+    );
     assert_eq!(record["tickets"][0]["recording_url"], recording);
 }
 
@@ -241,12 +270,21 @@ async fn notifications_are_listed_by_status_and_a_resend_keeps_the_message_id() 
     let id = sent[0]["id"].as_i64().expect("id");
     assert_eq!(notifications(&app, "?status=sent").await.len(), 1);
     assert!(notifications(&app, "?status=failed").await.is_empty());
-    let (status, body) = app.api_call(Method::GET, "/api/notifications?status=lost", None).await;
+    let (status, body) = app
+        .api_call(Method::GET, "/api/notifications?status=lost", None)
+        .await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap_or("").contains("queued, sent or failed"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("queued, sent or failed"));
 
     let (status, again) = app
-        .api_call(Method::POST, &format!("/api/notifications/{id}/resend"), None)
+        .api_call(
+            Method::POST,
+            &format!("/api/notifications/{id}/resend"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["status"], "queued");
@@ -288,7 +326,9 @@ async fn a_server_killed_before_or_during_a_send_loses_no_email() {
     let got = sink.messages();
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
     for m in &got {
-        *by_id.entry(header(m, "Message-ID").to_string()).or_default() += 1;
+        *by_id
+            .entry(header(m, "Message-ID").to_string())
+            .or_default() += 1;
     }
     assert_eq!(by_id.len(), 5, "every e-mail arrived: {by_id:?}");
     let duplicates: usize = by_id.values().map(|c| c - 1).sum();

@@ -1088,11 +1088,22 @@ impl Run<'_, '_> {
     /// `{callback_by}`: "by 10:00 AM on Monday, …" from the call's ticket, or "as soon as
     /// we can" when the call has no due time.
     fn callback_by(&self) -> String {
-        match self.state.vars.get(TICKET_DUE_VAR) {
-            Some(due) if DateTime::parse_from_rfc3339(due).is_ok() => {
-                format!("by {}", say_value(VarKind::DateTime, due, self.env.config))
+        match self
+            .state
+            .vars
+            .get(TICKET_DUE_VAR)
+            .and_then(|due| DateTime::parse_from_rfc3339(due).ok())
+        {
+            Some(due) => {
+                let local = due.with_timezone(&self.env.config.schedule.tz);
+                format!(
+                    "by {} on {}, {}",
+                    local.format("%-I:%M %p"),
+                    local.format("%A"),
+                    say_date(local.date_naive())
+                )
             }
-            _ => "as soon as we can".into(),
+            None => "as soon as we can".into(),
         }
     }
 

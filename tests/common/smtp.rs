@@ -47,11 +47,14 @@ impl SmtpSink {
     /// Starts listening; `slow_data` delays each 250 reply after the message is kept.
     pub fn listen(&mut self, slow_data: Option<f64>) {
         let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py"))
-            .arg(self.port.to_string())
-            .arg(&self.dir)
-            .arg("--refuse-file")
-            .arg(&self.refuse_file);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/smtp_sink.py"
+        ))
+        .arg(self.port.to_string())
+        .arg(&self.dir)
+        .arg("--refuse-file")
+        .arg(&self.refuse_file);
         if let Some(s) = slow_data {
             cmd.arg("--slow-data").arg(s.to_string());
         }
