@@ -288,6 +288,10 @@ async fn notifications_are_listed_by_status_and_a_resend_keeps_the_message_id() 
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["status"], "queued");
+    assert_eq!(
+        again["attempts"], 0,
+        "a resend starts a fresh run of attempts"
+    );
     let got = sink.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 2);
     assert_eq!(header(&got[0], "Message-ID"), header(&got[1], "Message-ID"));

@@ -250,4 +250,9 @@ fn the_example_configuration_is_valid_and_matches_the_defaults() {
     assert_eq!(example.shopping_dollars, defaults.shopping_dollars);
     assert_eq!(example.schedule.describe(), defaults.schedule.describe());
     assert_eq!(example.listen, defaults.listen);
+    assert_eq!(format!("{:?}", example.sla), format!("{:?}", defaults.sla));
+    assert_eq!(
+        format!("{:?}", example.smtp),
+        format!("{:?}", defaults.smtp)
+    );
 }

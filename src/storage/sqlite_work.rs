@@ -184,8 +184,8 @@ impl SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<NotificationView>> {
         let row = sqlx::query(&format!(
-            "UPDATE notifications SET status = 'queued', next_attempt_at = ?, claimed_until = NULL, \
-             last_error = NULL, sent_at = NULL WHERE id = ? RETURNING {NOTIFICATION_COLUMNS}"
+            "UPDATE notifications SET status = 'queued', attempts = 0, next_attempt_at = ?, \
+             claimed_until = NULL, last_error = NULL, sent_at = NULL WHERE id = ? RETURNING {NOTIFICATION_COLUMNS}"
         ))
         .bind(to_millis(at))
         .bind(id)
