@@ -270,14 +270,12 @@ async fn notifications_are_listed_by_status_and_a_resend_keeps_the_message_id() 
     let id = sent[0]["id"].as_i64().expect("id");
     assert_eq!(notifications(&app, "?status=sent").await.len(), 1);
     assert!(notifications(&app, "?status=failed").await.is_empty());
-    let (status, body) = app
-        .api_call(Method::GET, "/api/notifications?status=lost", None)
-        .await;
-    assert_eq!(status, 400);
-    assert!(body["error"]
-        .as_str()
-        .unwrap_or("")
-        .contains("queued, sent or failed"));
+    app.api_refused(
+        "/api/notifications?status=lost",
+        400,
+        "queued, sent or failed",
+    )
+    .await;
 
     let (status, again) = app
         .api_call(

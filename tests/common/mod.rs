@@ -441,6 +441,16 @@ impl TestApp {
         (status, json)
     }
 
+    /// A GET the API must refuse with `status` and an error that says `expected`.
+    pub async fn api_refused(&self, path_and_query: &str, status: u16, expected: &str) {
+        let (got, body) = self
+            .api_call(reqwest::Method::GET, path_and_query, None)
+            .await;
+        assert_eq!(got, status, "{path_and_query}: {body}");
+        let error = body["error"].as_str().unwrap_or("");
+        assert!(error.contains(expected), "{path_and_query}: {body}");
+    }
+
     pub async fn set_override(&self, state: Value) -> Value {
         let res = self
             .http
