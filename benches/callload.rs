@@ -1462,14 +1462,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             verdict(records_ok)
         ));
     } else {
+        // The ratio to the bare endpoint is a figure, not a target: the 40% target was
+        // withdrawn, and the ratio moves with the host (compare two builds on one host).
+        report.line(format!(
+            "not judged: full steps / bare endpoint = {:.1}% (compare with the previous build on the same host)",
+            ratio * 100.0
+        ));
         let targets = [
-            (
-                format!(
-                    "full steps >= 40% of the bare endpoint ({:.1}%)",
-                    ratio * 100.0
-                ),
-                ratio >= 0.40,
-            ),
             (
                 format!("p99 <= 10 ms at {rate} steps/s ({:.2} ms)", paced_f.p99),
                 paced_f.p99 <= 10.0 && paced_f.per_second >= rate as f64 * 0.98,
