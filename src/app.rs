@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
-use tower_http::limit::RequestBodyLimitLayer;
 
 /// The time source: the system clock, or a clock a test sets (stopped, or running on
 /// from the time it was set).
@@ -184,8 +183,12 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         metrics.register(c).context("registering metrics")?;
     }
     let journal = Arc::new(
-        storage::Journal::open(&config.journal_path, metrics.clone())
-            .with_context(|| format!("opening the journal {}", config.journal_path.display()))?,
+        storage::Journal::open(
+            &config.journal_path,
+            metrics.clone(),
+            config.journal_reserve_bytes,
+        )
+        .with_context(|| format!("opening the journal {}", config.journal_path.display()))?,
     );
     storage::spawn_replayer(journal.clone(), db.clone(), config.write_timeout);
     let store: Arc<dyn Store> = Arc::new(storage::Journaled::new(
@@ -250,8 +253,45 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(RequestBodyLimitLayer::new(voice::MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(voice::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_large_bodies,
+        ))
         .with_state(state)
+}
+
+/// Refuses a body declared over [`voice::MAX_BODY`] before it is read, in the form its
+/// path speaks (TwiML for webhooks, the JSON error for the API), and counts it. A body
+/// that grows past the limit without declaring its length is refused where it is read.
+async fn refuse_large_bodies(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= voice::MAX_BODY as u64) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path();
+    if path.starts_with("/voice/") {
+        return voice::too_large(&state, path);
+    }
+    state
+        .metrics
+        .refused
+        .with_label_values(&["too_large"])
+        .inc();
+    let error = format!("request body too large (at most {} bytes)", voice::MAX_BODY);
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(serde_json::json!({ "error": error })),
+    )
+        .into_response()
 }
 
 /// The fixed answer of `POST /bench/bare`.

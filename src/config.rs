@@ -100,6 +100,11 @@ pub struct Config {
     pub journal_path: PathBuf,
     /// How long a webhook waits for the database before its records go to the journal.
     pub write_timeout: std::time::Duration,
+    /// Bytes kept in reserve beside the journal, released when the disk fills up.
+    pub journal_reserve_bytes: u64,
+    /// How long a client has to send a request's headers, and how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout: std::time::Duration,
     /// Days after which caller numbers and recordings are removed; `None` keeps them.
     pub retention_days: Option<u32>,
     /// SQLite's `synchronous` setting: `normal` (the default; a commit survives a crash of
@@ -165,6 +170,8 @@ struct FileConfig {
     voicemail_max_seconds: Option<u32>,
     journal_path: Option<PathBuf>,
     write_timeout_ms: Option<u64>,
+    journal_reserve_mb: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
     retention_days: Option<u32>,
     sqlite_synchronous: Option<String>,
     #[serde(default)]
@@ -464,6 +471,14 @@ impl Config {
                 "write_timeout_ms must be between 50 and 5000 so that callers are answered in time"
             );
         }
+        let journal_reserve_mb = file.journal_reserve_mb.unwrap_or(8);
+        if journal_reserve_mb > 1024 {
+            bail!("journal_reserve_mb must be 0 to 1024");
+        }
+        let header_read_timeout_ms = file.header_read_timeout_ms.unwrap_or(10_000);
+        if !(500..=120_000).contains(&header_read_timeout_ms) {
+            bail!("header_read_timeout_ms must be between 500 and 120000");
+        }
         if file.retention_days == Some(0) {
             bail!("retention_days must be at least 1 (leave it out to keep records)");
         }
@@ -478,6 +493,8 @@ impl Config {
                 .unwrap_or_else(|| default_journal_path(&database_url)),
             database_url,
             write_timeout: std::time::Duration::from_millis(write_timeout_ms),
+            journal_reserve_bytes: journal_reserve_mb * 1024 * 1024,
+            header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
             retention_days: file.retention_days,
             sqlite_synchronous: file
                 .sqlite_synchronous

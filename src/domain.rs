@@ -54,7 +54,39 @@ impl CallSid {
 /// Text from outside (an error naming a URL or a node) made fit for the logs: every run of
 /// seven or more digits, which could be a phone number, keeps only its last two.
 pub fn redact_numbers(text: &str) -> String {
-    mask_numbers(text, false)
+    mask_numbers(text, &[], 1)
+}
+
+/// A request path from outside made fit for the logs: percent-escapes decoded, every
+/// phone-like number masked (seven or more digits, also written `(204) 555-1234` or
+/// `204.555.1234`), and cut to 96 characters.
+///
+/// ```
+/// assert_eq!(ivr::domain::redact_path("/voice/%2B1%20(204)%20555-1234"), "/voice/+* (***) ***-**34");
+/// ```
+pub fn redact_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len().min(512));
+    let mut i = 0;
+    while i < bytes.len() && decoded.len() < 512 {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text: String = String::from_utf8_lossy(&decoded)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let masked = mask_numbers(&text, &[' ', '-', '.', '(', ')', '_', '/', '+'], 2);
+    masked.chars().take(96).collect()
 }
 
 /// Stored text made to forget its caller: web addresses (recordings) are removed, and every
@@ -68,12 +100,12 @@ pub fn forget_text(text: &str) -> String {
             .map_or(text.len(), |n| start + n);
         text.replace_range(start..end, "[removed]");
     }
-    mask_numbers(&text, true)
+    mask_numbers(&text, &[' ', ','], 1)
 }
 
-/// Masks all but the last two digits of every number of seven or more digits; `spoken`
-/// also takes digits separated by single spaces or commas as one number.
-fn mask_numbers(text: &str, spoken: bool) -> String {
+/// Masks all but the last two digits of every number of seven or more digits; digits
+/// separated by up to `gap` of `separators` count as one number.
+fn mask_numbers(text: &str, separators: &[char], gap: usize) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -84,11 +116,11 @@ fn mask_numbers(text: &str, spoken: bool) -> String {
             continue;
         }
         let mut j = i;
+        let sep = |k: usize| chars.get(k).is_some_and(|c| separators.contains(c));
+        let digit = |k: usize| chars.get(k).is_some_and(char::is_ascii_digit);
         while j < chars.len()
             && (chars[j].is_ascii_digit()
-                || (spoken
-                    && matches!(chars[j], ' ' | ',')
-                    && chars.get(j + 1).is_some_and(char::is_ascii_digit)))
+                || (sep(j) && (digit(j + 1) || (gap > 1 && sep(j + 1) && digit(j + 2)))))
         {
             j += 1;
         }

@@ -177,6 +177,49 @@ pub fn dropped_lines() -> u64 {
         .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
 }
 
+/// Lets through at most `per_second` of one kind of log line a second and counts the rest,
+/// so that a flood of bad requests (which anyone can send) cannot flood the log.
+pub struct Throttle {
+    per_second: u64,
+    second: AtomicU64,
+    seen: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Throttle {
+    /// A throttle letting `per_second` lines through each second.
+    pub const fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            second: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines skipped since the last one let through)` when this line may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let second = self.second.load(Ordering::Relaxed);
+        if second != now
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.seen.store(0, Ordering::Relaxed);
+        }
+        if self.seen.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,14 @@ pub struct Metrics {
     pub journal_replayed: IntCounter,
     /// Call webhooks being answered right now.
     pub in_flight: IntGauge,
+    /// Requests refused before any handler, by reason (`too_large`, `body_timeout`) and
+    /// connections refused (`connection_limit`).
+    pub refused: IntCounterVec,
+    /// Webhooks whose records neither the database nor the journal took (a full disk):
+    /// the caller was answered with the safe route, the records are lost.
+    pub records_lost: IntCounter,
+    /// Open client connections.
+    pub connections: IntGauge,
     /// Log lines dropped because stdout did not keep up ([`crate::logging`]); brought up
     /// to the process-wide count at each scrape, one scrape at a time.
     log_dropped: IntCounter,
@@ -98,6 +106,18 @@ impl Metrics {
             "Records replayed from the local journal into the database",
         )?;
         let in_flight = IntGauge::new("webhooks_in_flight", "Call webhooks being answered now")?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "http_refused_total",
+                "Requests or connections refused before any handler, by reason",
+            ),
+            &["reason"],
+        )?;
+        let records_lost = IntCounter::new(
+            "records_lost_total",
+            "Webhooks whose records neither the database nor the journal took",
+        )?;
+        let connections = IntGauge::new("connections_open", "Open client connections")?;
         let log_dropped = IntCounter::new(
             "log_lines_dropped_total",
             "Log lines dropped because stdout did not keep up",
@@ -113,6 +133,9 @@ impl Metrics {
         registry.register(Box::new(journal_replayed.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_dropped.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(records_lost.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
         Ok(Self {
             registry,
             webhooks,
@@ -125,6 +148,9 @@ impl Metrics {
             journal_appended,
             journal_replayed,
             in_flight,
+            refused,
+            records_lost,
+            connections,
             log_dropped,
             log_dropped_sync: Default::default(),
         })

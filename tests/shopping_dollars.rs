@@ -322,6 +322,41 @@ async fn pressing_2_enters_the_date_again_and_the_new_date_counts() {
     assert_eq!(rule_data(&call).await["days"], "45");
 }
 
+/// Issue 21: the read-back's `value=` is signed, but a crafted one (a date in the future,
+/// not a date at all) is refused as a keyed one would be: the caller is asked again and
+/// nothing is stored.
+#[tokio::test]
+async fn a_crafted_read_back_value_is_refused_and_the_date_asked_again() {
+    let app = spawn_at(monday_morning()).await;
+    for crafted in ["2099-01-01", "2026-02-30", "banana"] {
+        let mut call = at_date_prompt(&app).await;
+        call.press(&keys(days_ago(10))).await;
+        let action = call
+            .twiml
+            .first("Gather")
+            .unwrap()
+            .attr("action")
+            .to_string();
+        let genuine = days_ago(10).format("%Y-%m-%d").to_string();
+        assert!(action.contains(&format!("value={genuine}")), "{action}");
+        let forged = action.replace(&format!("value={genuine}"), &format!("value={crafted}"));
+        call.post(&forged, &[("Digits", "1")]).await;
+        assert!(
+            call.says().starts_with("Please enter the date"),
+            "{crafted}: {}",
+            call.says()
+        );
+        let rec = call.record().await;
+        let steps = rec["steps"].as_array().unwrap();
+        let last = steps.last().unwrap();
+        assert_eq!(last["result"], "read-back value not valid: asked again");
+        assert!(
+            steps.iter().all(|s| s["result"] != "confirmed"),
+            "{crafted}: nothing confirmed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_caller_who_never_presses_anything_reaches_guest_care() {
     let app = spawn_at(monday_morning()).await;

@@ -1161,6 +1161,19 @@ impl Run<'_, '_> {
             .map(|d| d.trim_end_matches('#').to_string())
             .filter(|d| !d.is_empty());
         match (phase, pending) {
+            // The value comes back in the webhook URL: signed, but checked again as if
+            // the caller had keyed it, so a crafted URL cannot store what no caller could.
+            (Phase::Confirm, Some(value)) if !self.stored_entry_ok(e, &value) => {
+                let said = self.ask_entry(&node, e, 1, None);
+                self.record_step(
+                    &node,
+                    "entry",
+                    &said,
+                    keys.as_deref(),
+                    "read-back value not valid: asked again".into(),
+                );
+                Ok(())
+            }
             (Phase::Confirm, Some(value)) => match keys.as_deref() {
                 Some("1") => {
                     self.state.vars.insert(e.var.clone(), value.clone());
@@ -1286,6 +1299,29 @@ pub fn validate_entry(e: &Entry, keys: &str, today: NaiveDate) -> Result<String,
             }
             Ok(date.format("%Y-%m-%d").to_string())
         }
+    }
+}
+
+impl Run<'_, '_> {
+    /// Whether `value`, an entry's stored form carried to the read-back, is one the entry
+    /// accepts: the caller's own number (where offered), or keys that validate to it.
+    fn stored_entry_ok(&self, e: &Entry, value: &str) -> bool {
+        if e.format == EntryFormat::Phone
+            && e.confirm_caller.is_some()
+            && value == self.env.caller
+            && is_nanp(value)
+        {
+            return true;
+        }
+        let keys = match e.format {
+            EntryFormat::Digits => Some(value.to_string()),
+            EntryFormat::Phone => value.strip_prefix("+1").map(str::to_owned),
+            EntryFormat::Date => NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.format("%m%d%Y").to_string()),
+        };
+        let today = self.env.config.schedule.local_date(self.env.now);
+        keys.is_some_and(|k| validate_entry(e, &k, today).as_deref() == Ok(value))
     }
 }
 

@@ -147,6 +147,26 @@ pub struct Journal {
     tail: Mutex<Tail>,
     degraded: AtomicBool,
     metrics: Metrics,
+    /// Bytes kept in reserve beside the journal (see [`Journal::reserve_path`]).
+    reserve: u64,
+}
+
+/// Opens `path` for appending (and reading), created readable by its owner only: it holds
+/// callers' numbers. An existing file readable by others is made owner-only too.
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "made readable by its owner only (0600): it holds callers' numbers");
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 impl std::fmt::Debug for Journal {
@@ -170,13 +190,8 @@ fn lock(tail: &Mutex<Tail>) -> std::sync::MutexGuard<'_, Tail> {
 impl Journal {
     /// Opens (creating if needed) the journal at `path`. A last line without its newline was
     /// being written when the process died, was never acknowledged, and is cut off.
-    pub fn open(path: &Path, metrics: Metrics) -> StoreResult<Self> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io_err)?;
+    pub fn open(path: &Path, metrics: Metrics, reserve: u64) -> StoreResult<Self> {
+        let mut file = private_file(path).map_err(io_err)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err)?;
         let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -213,7 +228,63 @@ impl Journal {
             }),
             degraded: AtomicBool::new(false),
             metrics,
+            reserve,
         })
+        .inspect(|j| {
+            j.keep_reserve();
+        })
+    }
+
+    /// The reserve: a file of zeros the journal's own, deleted when the disk is full so
+    /// that the journal (and the database) can go on taking records for a while.
+    pub fn reserve_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".reserve");
+        PathBuf::from(p)
+    }
+
+    /// Makes the reserve if it is missing and the disk has room; false if it could not.
+    pub fn keep_reserve(&self) -> bool {
+        let path = self.reserve_path();
+        if self.reserve == 0 || path.metadata().is_ok_and(|m| m.len() >= self.reserve) {
+            return true;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let mut f = private_file(&path)?;
+            f.set_len(0)?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = self.reserve;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        match made {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!(reserve = %path.display(), error = %e, "journal reserve not made: the disk is short of space");
+                false
+            }
+        }
+    }
+
+    /// Deletes the reserve after the disk filled up; true if there was one to delete.
+    fn release_reserve(&self) -> bool {
+        let path = self.reserve_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::error!(
+                    reserve = %path.display(),
+                    bytes = self.reserve,
+                    "DISK FULL: the journal's reserve is released so records keep being kept; free space now"
+                );
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Where the journal is.
@@ -266,13 +337,24 @@ impl Journal {
     fn append_blocking(&self, line: &[u8], ticket_call: Option<String>) -> StoreResult<()> {
         let mut tail = lock(&self.tail);
         let before = tail.len;
-        let written = tail
-            .file
-            .write_all(line)
-            .and_then(|()| tail.file.sync_data());
+        let write = |tail: &mut Tail| {
+            let written = tail
+                .file
+                .write_all(line)
+                .and_then(|()| tail.file.sync_data());
+            if written.is_err() {
+                // Never leave half a line for the next entry to be glued to.
+                let _ = tail.file.set_len(before);
+            }
+            written
+        };
+        let mut written = write(&mut tail);
+        if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::StorageFull)
+            && self.release_reserve()
+        {
+            written = write(&mut tail);
+        }
         if let Err(e) = written {
-            // Never leave half a line for the next entry to be glued to.
-            let _ = tail.file.set_len(before);
             return Err(io_err(e));
         }
         tail.len += line.len() as u64;
@@ -433,10 +515,16 @@ pub fn spawn_replayer(journal: Arc<Journal>, store: Arc<dyn Store>, timeout: Dur
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            ticks += 1;
             if journal.depth() > 0 {
                 journal.drain(store.as_ref(), timeout).await;
+            } else if ticks.is_multiple_of(40) && !journal.is_degraded() {
+                // Every 10 s: the reserve made again once the disk has room.
+                let j = Arc::clone(&journal);
+                let _ = tokio::task::spawn_blocking(move || j.keep_reserve()).await;
             }
         }
     });
@@ -495,25 +583,45 @@ impl Journaled {
         entry: impl FnOnce() -> Entry,
         journalled: T,
     ) -> StoreResult<T> {
+        let mut why = "journal not empty".to_string();
         if self.journal.depth() == 0 {
             match tokio::time::timeout(self.write_timeout, f).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if !e.is_unavailable() => return Err(e),
-                Ok(Err(e)) => {
-                    tracing::warn!(call_sid, error = %e, "{what}: database unavailable, journalled")
+                Ok(Ok(v)) => {
+                    // The database takes writes again and nothing waits in the journal.
+                    if self.journal.is_degraded() {
+                        self.journal.set_degraded(false);
+                    }
+                    return Ok(v);
                 }
+                Ok(Err(e)) if !e.is_unavailable() => return Err(e),
+                Ok(Err(e)) => why = format!("database unavailable: {e}"),
                 Err(_) => {
-                    tracing::warn!(
-                        call_sid,
-                        timeout_ms = self.write_timeout.as_millis() as u64,
-                        "{what}: database did not answer in time, journalled"
+                    why = format!(
+                        "database did not answer in {} ms",
+                        self.write_timeout.as_millis()
                     )
                 }
             }
             self.journal.set_degraded(true);
         }
-        self.journal.append(entry()).await?;
-        Ok(journalled)
+        match self.journal.append(entry()).await {
+            Ok(()) => {
+                tracing::warn!(call_sid, reason = %why, "{what}: journalled");
+                Ok(journalled)
+            }
+            Err(e) => {
+                // Neither took the records: the caller gets the safe route, and the loss
+                // is said and counted, never silent.
+                self.journal.metrics.records_lost.inc();
+                tracing::error!(
+                    call_sid,
+                    reason = %why,
+                    journal_error = %e,
+                    "{what}: RECORDS LOST: neither the database nor the journal took them"
+                );
+                Err(e)
+            }
+        }
     }
 }
 
@@ -669,7 +777,7 @@ mod tests {
         let whole = r#"{"kind":"status","call":{"call_sid":"CA1","line":"store","store_name":null,"from":"+12045551234","to":"+12045550100","flow":"store","flow_version":"v"},"status":"completed","sequence":3,"duration_seconds":9,"at":"2026-11-23T16:00:00Z"}"#;
         std::fs::write(&path, format!("{whole}\n{{\"kind\":\"sta")).expect("write");
         let metrics = Metrics::new().expect("metrics");
-        let journal = Journal::open(&path, metrics.clone()).expect("open");
+        let journal = Journal::open(&path, metrics.clone(), 0).expect("open");
         assert_eq!(journal.depth(), 1);
         assert_eq!(metrics.journal_depth.get(), 1);
         let kept = std::fs::read_to_string(&path).expect("read");
