@@ -521,6 +521,17 @@ pub fn spawn_replayer(journal: Arc<Journal>, store: Arc<dyn Store>, timeout: Dur
             ticks += 1;
             if journal.depth() > 0 {
                 journal.drain(store.as_ref(), timeout).await;
+            } else if journal.is_degraded() {
+                // The last write was lost (neither the database nor the journal took it)
+                // and nothing waits: ready again once the database answers and the disk
+                // has room for the reserve. A write that still fails says so again.
+                let j = Arc::clone(&journal);
+                let room = tokio::task::spawn_blocking(move || j.keep_reserve())
+                    .await
+                    .unwrap_or(false);
+                if room && store.ping().await.is_ok() {
+                    journal.set_degraded(false);
+                }
             } else if ticks.is_multiple_of(40) && !journal.is_degraded() {
                 // Every 10 s: the reserve made again once the disk has room.
                 let j = Arc::clone(&journal);

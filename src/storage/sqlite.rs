@@ -25,6 +25,7 @@ impl SqliteStore {
         let base = SqliteConnectOptions::from_str(url)?
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(2));
+        private_files(base.get_filename())?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))
@@ -50,6 +51,29 @@ impl SqliteStore {
             hot,
         })
     }
+}
+
+/// The database file, made (if missing) and kept readable by its owner only: it holds
+/// callers' numbers. SQLite gives its `-wal` and `-shm` files the database file's mode;
+/// existing ones are tightened too.
+fn private_files(db: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if db.as_os_str().is_empty() || db.to_string_lossy().starts_with(':') {
+        return Ok(());
+    }
+    super::journal::private_file(db).map_err(StoreError::DbFile)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if let Ok(m) = p.metadata() {
+            if m.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(StoreError::DbFile)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A call's steps in order (`GET /api/calls/{sid}`), found by the call's row number.

@@ -33,9 +33,26 @@ impl Server {
     /// As [`Server::start`], with stdout (where the server logs) sent to `stdout` instead
     /// of the log file; stderr still goes to the file.
     pub async fn start_with_stdout(dir: &Path, toml: &str, name: &str, stdout: Stdio) -> Server {
+        Self::start_full(dir, &dir.join("ivr.db"), toml, name, stdout).await
+    }
+
+    /// As [`Server::start`], with the database (and so the journal) at `db_path`, which
+    /// may be on another file system than the configuration and the log.
+    pub async fn start_with_db(dir: &Path, db_path: &Path, toml: &str, name: &str) -> Server {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        Self::start_full(dir, db_path, toml, name, log.into()).await
+    }
+
+    async fn start_full(
+        dir: &Path,
+        db_path: &Path,
+        toml: &str,
+        name: &str,
+        stdout: Stdio,
+    ) -> Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
-        let db_path = dir.join("ivr.db");
+        let db_path = db_path.to_path_buf();
         let config = dir.join("ivr.toml");
         std::fs::write(
             &config,
@@ -147,6 +164,18 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// The server's resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// `kill -9`.
