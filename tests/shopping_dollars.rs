@@ -331,12 +331,7 @@ async fn a_crafted_read_back_value_is_refused_and_the_date_asked_again() {
     for crafted in ["2099-01-01", "2026-02-30", "banana"] {
         let mut call = at_date_prompt(&app).await;
         call.press(&keys(days_ago(10))).await;
-        let action = call
-            .twiml
-            .first("Gather")
-            .unwrap()
-            .attr("action")
-            .to_string();
+        let action = call.gather_action();
         let genuine = days_ago(10).format("%Y-%m-%d").to_string();
         assert!(action.contains(&format!("value={genuine}")), "{action}");
         let forged = action.replace(&format!("value={genuine}"), &format!("value={crafted}"));

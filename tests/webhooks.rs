@@ -90,12 +90,7 @@ async fn behind_a_proxy_requests_are_verified_against_the_public_url() {
     })
     .await;
     let mut call = app.call(GUEST_CARE).await;
-    let action = call
-        .twiml
-        .first("Gather")
-        .unwrap()
-        .attr("action")
-        .to_string();
+    let action = call.gather_action();
     assert!(
         action.starts_with("https://ivr.example.com:8443/twilio/voice/gather?"),
         "{action}"
@@ -148,12 +143,7 @@ async fn without_a_public_url_the_host_header_names_the_signed_url() {
     })
     .await;
     let mut call = app.call(STORE).await;
-    let action = call
-        .twiml
-        .first("Gather")
-        .unwrap()
-        .attr("action")
-        .to_string();
+    let action = call.gather_action();
     assert!(
         action.starts_with("/voice/gather?"),
         "relative links: {action}"
@@ -337,12 +327,7 @@ async fn a_retried_webhook_is_answered_the_same_and_writes_nothing_twice() {
     call.press("7").await;
     let menu = call.xml.clone();
     // Court summons: a ticket, a notification, a voicemail prompt. Sent three times.
-    let action = call
-        .twiml
-        .first("Gather")
-        .unwrap()
-        .attr("action")
-        .to_string();
+    let action = call.gather_action();
     let mut answers = Vec::new();
     for _ in 0..3 {
         call.post(&action, &[("Digits", "1")]).await;
@@ -450,12 +435,7 @@ async fn a_retried_webhook_writes_its_records_once_and_answers_the_same() {
     let app = spawn_app().await;
     let mut call = app.call(STORE).await;
     call.press("2").await;
-    let action = call
-        .twiml
-        .first("Gather")
-        .unwrap()
-        .attr("action")
-        .to_string();
+    let action = call.gather_action();
     let mut answers = Vec::new();
     for _ in 0..3 {
         call.post(&action, &[("Digits", "1")]).await;

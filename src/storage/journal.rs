@@ -594,7 +594,9 @@ impl Journaled {
         entry: impl FnOnce() -> Entry,
         journalled: T,
     ) -> StoreResult<T> {
-        let mut why = "journal not empty".to_string();
+        // Built only when the database is not written: nothing is allocated on the way
+        // of a write that succeeds.
+        let mut why = std::borrow::Cow::Borrowed("journal not empty");
         if self.journal.depth() == 0 {
             match tokio::time::timeout(self.write_timeout, f).await {
                 Ok(Ok(v)) => {
@@ -605,12 +607,13 @@ impl Journaled {
                     return Ok(v);
                 }
                 Ok(Err(e)) if !e.is_unavailable() => return Err(e),
-                Ok(Err(e)) => why = format!("database unavailable: {e}"),
+                Ok(Err(e)) => why = format!("database unavailable: {e}").into(),
                 Err(_) => {
                     why = format!(
                         "database did not answer in {} ms",
                         self.write_timeout.as_millis()
                     )
+                    .into()
                 }
             }
             self.journal.set_degraded(true);

@@ -558,9 +558,14 @@ impl Call<'_> {
             .unwrap_or_else(|| panic!("expected <{name}> in {}", self.xml))
     }
 
+    /// The URL the current menu's answer goes to (its `<Gather action>`).
+    pub fn gather_action(&self) -> String {
+        self.verb("Gather").attr("action").to_string()
+    }
+
     /// Presses keys at the current menu (Gather action with Digits).
     pub async fn press(&mut self, digits: &str) {
-        let action = self.verb("Gather").attr("action").to_string();
+        let action = self.gather_action();
         self.post(&action, &[("Digits", digits)]).await;
     }
 
