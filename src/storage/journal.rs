@@ -520,7 +520,16 @@ pub fn spawn_replayer(journal: Arc<Journal>, store: Arc<dyn Store>, timeout: Dur
             tick.tick().await;
             ticks += 1;
             if journal.depth() > 0 {
-                journal.drain(store.as_ref(), timeout).await;
+                // After a full disk the reserve's space is the journal's: replaying into
+                // the database would let SQLite's log eat it, and the next webhook would
+                // find no room anywhere. Replay once the reserve fits again.
+                let j = Arc::clone(&journal);
+                let room = tokio::task::spawn_blocking(move || j.keep_reserve())
+                    .await
+                    .unwrap_or(false);
+                if room {
+                    journal.drain(store.as_ref(), timeout).await;
+                }
             } else if journal.is_degraded() {
                 // The last write was lost (neither the database nor the journal took it)
                 // and nothing waits: ready again once the database answers and the disk
