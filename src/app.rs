@@ -436,13 +436,16 @@ pub async fn serve_state(state: AppState) -> anyhow::Result<()> {
     );
     crate::retention::spawn(state.clone());
     spawn_jobs(&state)?;
-    // Built once: `axum::serve` given a `Router` itself builds a fresh copy of every route
-    // for each connection it accepts (about 14 KiB that the connection keeps); through
-    // `into_make_service` each connection shares the one router.
-    axum::serve(listener, build_router(state.clone()).into_make_service())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    let max_connections = crate::http_server::raise_fd_limit();
+    crate::http_server::serve(
+        listener,
+        build_router(state.clone()),
+        state.config.header_read_timeout,
+        max_connections,
+        state.metrics.clone(),
+        shutdown_signal(),
+    )
+    .await;
     // What the journal still holds is replayed at the next start if not now.
     let replayed = tokio::time::timeout(
         Duration::from_secs(3),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod flow;
 pub mod hours;
+pub mod http_server;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;

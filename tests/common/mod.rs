@@ -170,6 +170,26 @@ pub struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestApp {
+    /// The same server through a client that opens a new connection for every request,
+    /// as Twilio does, instead of reusing one it already holds.
+    pub fn with_fresh_connections(&self) -> TestApp {
+        TestApp {
+            addr: self.addr.clone(),
+            public: self.public.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(std::time::Duration::from_secs(15))
+                .build()
+                .expect("HTTP client"),
+            clock: self.clock.clone(),
+            db_path: self.db_path.clone(),
+            state: self.state.clone(),
+            _dir: None,
+        }
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }

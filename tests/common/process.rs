@@ -33,14 +33,27 @@ impl Server {
     /// As [`Server::start`], with stdout (where the server logs) sent to `stdout` instead
     /// of the log file; stderr still goes to the file.
     pub async fn start_with_stdout(dir: &Path, toml: &str, name: &str, stdout: Stdio) -> Server {
-        Self::start_full(dir, &dir.join("ivr.db"), toml, name, stdout).await
+        Self::start_full(dir, &dir.join("ivr.db"), toml, name, stdout, None).await
+    }
+
+    /// As [`Server::start`], started as systemd starts a service by default: with a soft
+    /// limit of `open_files` open files (the hard limit unchanged).
+    pub async fn start_with_open_files(
+        dir: &Path,
+        toml: &str,
+        name: &str,
+        open_files: u32,
+    ) -> Server {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let db = dir.join("ivr.db");
+        Self::start_full(dir, &db, toml, name, log.into(), Some(open_files)).await
     }
 
     /// As [`Server::start`], with the database (and so the journal) at `db_path`, which
     /// may be on another file system than the configuration and the log.
     pub async fn start_with_db(dir: &Path, db_path: &Path, toml: &str, name: &str) -> Server {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        Self::start_full(dir, db_path, toml, name, log.into()).await
+        Self::start_full(dir, db_path, toml, name, log.into(), None).await
     }
 
     async fn start_full(
@@ -49,6 +62,7 @@ impl Server {
         toml: &str,
         name: &str,
         stdout: Stdio,
+        open_files: Option<u32>,
     ) -> Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
@@ -81,8 +95,21 @@ impl Server {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
-            .arg("serve")
+        let bin = env!("CARGO_BIN_EXE_ivr");
+        let mut command = match open_files {
+            // `exec`: the child is the server itself, so signals and /proc reach it.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -Sn {n} && exec \"$0\" serve"), bin]);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("serve");
+                c
+            }
+        };
+        let child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("IVR_CONFIG", &config)
