@@ -318,6 +318,12 @@ async fn bench_bare(body: axum::body::Bytes) -> impl IntoResponse {
 /// draining), 503 while records go to the journal; the body says which and how many wait.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let depth = state.journal.depth();
+    if let Some(fault) = state.db.fault() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {fault}; journal depth {depth}\n"),
+        );
+    }
     let reachable = state.store.ping().await.is_ok();
     if !reachable || state.journal.is_degraded() {
         let why = if reachable {

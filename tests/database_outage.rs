@@ -217,39 +217,6 @@ fn journal_len(app: &TestApp) -> u64 {
         .unwrap_or(0)
 }
 
-/// Makes files immutable (`chattr +i`, which even root's open file handles obey) until dropped.
-struct ReadOnly(Vec<std::path::PathBuf>);
-
-impl ReadOnly {
-    fn make(paths: &[std::path::PathBuf]) -> Self {
-        for p in paths {
-            let done = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(p)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(
-                done,
-                "chattr +i {} failed: this test needs root and a file system with the immutable flag (ext4, xfs)",
-                p.display()
-            );
-        }
-        Self(paths.to_vec())
-    }
-}
-
-impl Drop for ReadOnly {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(p)
-                .status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn callers_are_routed_while_the_database_files_are_read_only_and_nothing_is_lost() {
     let app = spawn_app().await;
@@ -264,12 +231,25 @@ async fn callers_are_routed_while_the_database_files_are_read_only_and_nothing_i
     }
     let slowest = t.0.iter().max().copied().unwrap_or_default();
     assert!(slowest < Duration::from_secs(2), "slowest {slowest:?}");
-    let (status, body) = readyz(&app.http, &app.addr).await;
+    // Reported by name (the watch looks every 100 ms), not only as a refused write.
+    let seen = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = readyz(&app.http, &app.addr).await;
+        if body.contains("cannot be written") || seen.elapsed() > Duration::from_secs(2) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ivr.db cannot be written"), "{body}");
     let webhooks = t.0.len();
     assert!(
         body.contains(&format!("journal depth {webhooks}")),
         "{body}"
+    );
+    assert_eq!(
+        sample(&metrics_text(&app).await, "ivr_database_fault"),
+        Some(1.0)
     );
     drop(read_only);
     let writable = Instant::now();
@@ -287,6 +267,10 @@ async fn callers_are_routed_while_the_database_files_are_read_only_and_nothing_i
     for call in &calls {
         assert_eq!(summary(call).await, reference, "call {}", call.sid);
     }
+    assert_eq!(
+        sample(&metrics_text(&app).await, "ivr_database_fault"),
+        Some(0.0)
+    );
     report(format!(
         "database read-only (chattr +i): 5 calls, {webhooks} webhooks answered normally, slowest {:.0} ms; \
          journalled, replayed {:.0} ms after the files were writable again; 5/5 calls match the reference, 0 lost, 0 twice",

@@ -3,6 +3,7 @@
 mod journal;
 mod seed;
 mod sqlite;
+mod sqlite_guard;
 mod sqlite_path;
 mod sqlite_work;
 mod work;
@@ -43,6 +44,10 @@ pub enum StoreError {
     /// SQLite refused or failed on the hot path.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database files were damaged, deleted or replaced while in use
+    /// ([`sqlite_guard`]): nothing touches them until the server restarts.
+    #[error("database fenced: {0}")]
+    Fenced(String),
     /// The database thread is gone (the server is stopping).
     #[error("the database thread has stopped")]
     WriterGone,
@@ -62,7 +67,7 @@ impl StoreError {
     /// rather than refusing this particular write: such writes go to the journal.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::TimedOut(_) | StoreError::WriterGone => true,
+            StoreError::TimedOut(_) | StoreError::WriterGone | StoreError::Fenced(_) => true,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(e.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
             }
@@ -366,6 +371,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// What is wrong with the database's files, if the backend can tell (`/readyz`).
+    fn fault(&self) -> Option<String> {
+        None
+    }
     /// At a graceful stop, once nothing more will be written: leaves the database whole in
     /// its own file (for SQLite, the WAL copied in and emptied, so that the next start has
     /// no log to read). Nothing to do by default.

@@ -14,9 +14,10 @@ use std::time::Duration;
 /// write is stuck.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pub(super) writer: SqlitePool,
-    pub(super) reader: SqlitePool,
+    writer_pool: SqlitePool,
+    reader_pool: SqlitePool,
     hot: super::sqlite_path::HotPath,
+    guard: std::sync::Arc<super::sqlite_guard::FileGuard>,
 }
 
 impl SqliteStore {
@@ -44,12 +45,34 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(2))
             .connect_with(base.clone().read_only(true))
             .await?;
-        let hot = super::sqlite_path::HotPath::start(base.get_filename().to_path_buf(), sync)?;
+        let path = base.get_filename().to_path_buf();
+        let guard = super::sqlite_guard::FileGuard::new(&path)?;
+        let hot = super::sqlite_path::HotPath::start(path.clone(), sync, guard.clone())?;
+        if !path.as_os_str().is_empty() && !path.to_string_lossy().starts_with(':') {
+            let keep = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            guard.arm(keep)?;
+        }
         Ok(Self {
-            writer,
-            reader,
+            writer_pool: writer,
+            reader_pool: reader,
             hot,
+            guard,
         })
+    }
+
+    /// The writer pool, unless the files are damaged ([`super::sqlite_guard`]).
+    pub(super) fn writer(&self) -> StoreResult<&SqlitePool> {
+        self.guard.check_shm()?;
+        Ok(&self.writer_pool)
+    }
+
+    /// The read-only pool, unless the files are damaged.
+    pub(super) fn reader(&self) -> StoreResult<&SqlitePool> {
+        self.guard.check_shm()?;
+        Ok(&self.reader_pool)
     }
 }
 
@@ -306,7 +329,7 @@ impl SqliteStore {
     }
 
     async fn explain(&self, mut b: QueryBuilder<'static, Sqlite>) -> StoreResult<Vec<String>> {
-        let rows = b.build().fetch_all(&self.reader).await?;
+        let rows = b.build().fetch_all(self.reader()?).await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("detail").map_err(StoreError::from))
             .collect()
@@ -316,14 +339,16 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        self.hot.metrics().collectors()
+        let mut c = self.hot.metrics().collectors();
+        c.push(Box::new(self.guard.gauge.clone()));
+        c
     }
 
     async fn migrate(&self) -> StoreResult<()> {
         use sqlx::ConnectOptions;
         // On a connection of its own that does not log its statements: sqlx would print
         // each long-running migration's whole SQL as a slow-statement warning.
-        let options = (*self.writer.connect_options())
+        let options = (*self.writer_pool.connect_options())
             .clone()
             .disable_statement_logging();
         let quiet = SqlitePoolOptions::new()
@@ -340,9 +365,13 @@ impl Store for SqliteStore {
         self.hot.ping().await
     }
 
+    fn fault(&self) -> Option<String> {
+        self.guard.fault()
+    }
+
     async fn close(&self) -> StoreResult<()> {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.writer_pool.close().await;
+        self.reader_pool.close().await;
         self.hot.close().await
     }
 
@@ -362,7 +391,7 @@ impl Store for SqliteStore {
         )
         .bind(state.map(OverrideState::as_str))
         .bind(to_millis(at))
-        .execute(&self.writer)
+        .execute(self.writer()?)
         .await?;
         Ok(())
     }
@@ -389,7 +418,7 @@ impl Store for SqliteStore {
 
     async fn list_calls(&self, q: &CallQuery) -> StoreResult<Vec<CallView>> {
         let mut b = calls_query("", q);
-        let rows = b.build().fetch_all(&self.reader).await?;
+        let rows = b.build().fetch_all(self.reader()?).await?;
         Ok(rows.iter().map(call_view).collect::<Result<_, _>>()?)
     }
 
@@ -398,7 +427,7 @@ impl Store for SqliteStore {
             "SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = ?"
         ))
         .bind(call_sid)
-        .fetch_optional(&self.reader)
+        .fetch_optional(self.reader()?)
         .await?
         else {
             return Ok(None);
@@ -406,7 +435,7 @@ impl Store for SqliteStore {
         let call = call_view(&row)?;
         let steps = sqlx::query(CALL_STEPS)
             .bind(call_sid)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader()?)
             .await?
             .iter()
             .map(|r| {
@@ -435,7 +464,7 @@ impl Store for SqliteStore {
         ))
         .bind(call_sid)
         .bind(call_sid)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader()?)
         .await?
         .iter()
         .map(|r| {
@@ -448,7 +477,7 @@ impl Store for SqliteStore {
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE call_sid = ? ORDER BY id"
         ))
         .bind(call_sid)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader()?)
         .await?
         .iter()
         .map(notification_view)
@@ -463,7 +492,7 @@ impl Store for SqliteStore {
 
     async fn list_tickets(&self, q: &TicketQuery) -> StoreResult<Vec<TicketView>> {
         let mut b = tickets_query("", q);
-        let rows = b.build().fetch_all(&self.reader).await?;
+        let rows = b.build().fetch_all(self.reader()?).await?;
         Ok(rows.iter().map(ticket_view).collect::<Result<_, _>>()?)
     }
 
@@ -484,7 +513,7 @@ impl Store for SqliteStore {
         let mut done = Forgotten::default();
         loop {
             // In batches, each its own transaction, so that webhooks are not held up.
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.writer()?.begin().await?;
             let calls = sqlx::query(
                 "SELECT call_sid, from_number, recording_url, last_error FROM calls \
                  WHERE started_at < ? AND anonymised_at IS NULL LIMIT 200",
@@ -579,7 +608,7 @@ impl Store for SqliteStore {
 #[async_trait]
 impl WorkStore for SqliteStore {
     async fn get_ticket(&self, number: TicketNumber) -> StoreResult<Option<TicketDetail>> {
-        self.ticket_detail(&self.reader, number).await
+        self.ticket_detail(self.reader()?, number).await
     }
 
     async fn update_ticket(

@@ -9,13 +9,14 @@
 //! once. If any job fails, the transaction is rolled back and each job of the group is
 //! applied again in its own transaction, so that one bad record fails only its webhook.
 
+use super::sqlite_guard::FileGuard;
 use super::*;
 use crate::config::SqliteSync as SyncMode;
 use crate::records::StepRecord;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -35,7 +36,8 @@ struct WriteJob {
     reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A read, given the reader connection, or the guard's error if the files are damaged.
+type ReadJob = Box<dyn FnOnce(StoreResult<&Connection>) + Send>;
 
 /// Handles to the two threads; dropping the last one ends them.
 #[derive(Debug, Clone)]
@@ -240,7 +242,11 @@ fn open(path: &Path, flags: OpenFlags, synchronous: SyncMode) -> rusqlite::Resul
 impl HotPath {
     /// Opens the writer and reader connections on the file (which must exist, migrated or
     /// not: statements are prepared at first use) and starts their threads.
-    pub fn start(path: PathBuf, synchronous: SyncMode) -> StoreResult<HotPath> {
+    pub fn start(
+        path: PathBuf,
+        synchronous: SyncMode,
+        guard: Arc<FileGuard>,
+    ) -> StoreResult<HotPath> {
         let writer = open(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -260,6 +266,7 @@ impl HotPath {
         let reader = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY, synchronous)?;
         let metrics = WriteMetrics::new()?;
         let checkpoint_metrics = metrics.clone();
+        let checkpoint_guard = guard.clone();
         let (checkpoints, requests) = mpsc::channel::<oneshot::Sender<StoreResult<()>>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -267,7 +274,14 @@ impl HotPath {
                 // See [`checkpoint`].
                 let mut restarted = None;
                 loop {
-                    match requests.recv_timeout(CHECKPOINT_EVERY) {
+                    let request = requests.recv_timeout(CHECKPOINT_EVERY);
+                    if let (Err(e), Err(mpsc::RecvTimeoutError::Timeout)) =
+                        (checkpoint_guard.check_shm(), &request)
+                    {
+                        tracing::debug!(error = %e, "no checkpoint");
+                        continue;
+                    }
+                    match request {
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             if let Err(e) = checkpoint(
                                 &checkpointer,
@@ -294,14 +308,15 @@ impl HotPath {
             .name("sqlite-writer".into())
             .spawn({
                 let metrics = metrics.clone();
-                move || write_loop(writer, write_queue, &metrics)
+                let guard = guard.clone();
+                move || write_loop(writer, write_queue, &metrics, &guard)
             })
             .map_err(StoreError::Journal)?;
         std::thread::Builder::new()
             .name("sqlite-reader".into())
             .spawn(move || {
                 while let Ok(job) = read_queue.recv() {
-                    job(&reader);
+                    job(guard.check_shm().map(|()| &reader));
                 }
             })
             .map_err(StoreError::Journal)?;
@@ -332,7 +347,7 @@ impl HotPath {
     ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
-            let _ = reply.send(f(conn).map_err(StoreError::from));
+            let _ = reply.send(conn.and_then(|c| f(c).map_err(StoreError::from)));
         });
         self.reads.send(job).map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -453,7 +468,12 @@ fn existing_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExistingTicket> {
 }
 
 /// The writer thread: group commit until every handle is gone.
-fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, metrics: &WriteMetrics) {
+fn write_loop(
+    mut conn: Connection,
+    queue: mpsc::Receiver<WriteJob>,
+    metrics: &WriteMetrics,
+    guard: &FileGuard,
+) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = queue.recv() {
         group.push(first);
@@ -461,6 +481,12 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, metrics: &W
         // Webhooks that gave up waiting (journalled instead) are skipped.
         group.retain(|j| !j.reply.is_closed());
         if group.is_empty() {
+            continue;
+        }
+        if guard.check_before_write().is_err() {
+            for job in group.drain(..) {
+                let _ = job.reply.send(Err(guard.fence_error()));
+            }
             continue;
         }
         match commit_group(&mut conn, &group) {

@@ -83,7 +83,7 @@ impl SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<TicketDetail>> {
         let at_ms = to_millis(at);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer()?.begin().await?;
         // The write first, so that the transaction holds the write lock from its start.
         let Some(before) = sqlx::query(
             "UPDATE tickets SET updated_at = ? WHERE id = ? RETURNING status, assignee",
@@ -151,7 +151,7 @@ impl SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        self.ticket_detail(&self.writer, number).await
+        self.ticket_detail(self.writer()?, number).await
     }
 
     /// One page of notifications, newest first.
@@ -170,7 +170,7 @@ impl SqliteStore {
         }
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit));
-        let rows = b.build().fetch_all(&self.reader).await?;
+        let rows = b.build().fetch_all(self.reader()?).await?;
         Ok(rows
             .iter()
             .map(notification_view)
@@ -189,7 +189,7 @@ impl SqliteStore {
         ))
         .bind(to_millis(at))
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(self.writer()?)
         .await?;
         Ok(row.as_ref().map(notification_view).transpose()?)
     }
@@ -212,7 +212,7 @@ impl SqliteStore {
         .bind(to_millis(lease_until))
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer()?)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -223,7 +223,7 @@ impl SqliteStore {
                     "SELECT recording_url FROM calls WHERE call_sid = ?",
                 )
                 .bind(&call_sid)
-                .fetch_optional(&self.reader)
+                .fetch_optional(self.reader()?)
                 .await?
                 .flatten()
             } else {
@@ -255,7 +255,7 @@ impl SqliteStore {
         )
         .bind(to_millis(at))
         .bind(id)
-        .execute(&self.writer)
+        .execute(self.writer()?)
         .await?;
         Ok(())
     }
@@ -277,7 +277,7 @@ impl SqliteStore {
         .bind(retry_at.map(to_millis))
         .bind(retry_at.map(to_millis))
         .bind(id)
-        .execute(&self.writer)
+        .execute(self.writer()?)
         .await?;
         Ok(())
     }
@@ -312,7 +312,7 @@ impl SqliteStore {
             ") LIMIT 500) AND overdue_notified_at IS NULL RETURNING id, call_sid, category, reason, \
              caller_number, created_at, due_at, status, assignee",
         );
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer()?.begin().await?;
         let rows = b.build().fetch_all(&mut *tx).await?;
         for r in &rows {
             let id: i64 = r.try_get("id")?;

@@ -819,3 +819,36 @@ impl Call<'_> {
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
 }
+
+/// Makes files immutable (`chattr +i`, which even root's open file handles obey) until dropped.
+pub struct ReadOnly(Vec<std::path::PathBuf>);
+
+impl ReadOnly {
+    pub fn make(paths: &[std::path::PathBuf]) -> Self {
+        for p in paths {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(p)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                done,
+                "chattr +i {} failed: this test needs root and a file system with the immutable flag (ext4, xfs)",
+                p.display()
+            );
+        }
+        Self(paths.to_vec())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(p)
+                .status();
+        }
+    }
+}

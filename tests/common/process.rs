@@ -246,6 +246,19 @@ impl Server {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Everything the server logged, once it holds `wanted` or 2 s have passed: the
+    /// server writes its log out every 20 ms, so a line can trail what it reports.
+    pub async fn logs_with(&self, wanted: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let logs = self.logs();
+            if logs.contains(wanted) || started.elapsed() > Duration::from_secs(2) {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Server {
