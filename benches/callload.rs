@@ -5,8 +5,9 @@
 //! connections — incoming, three menu answers (the last opens a ticket and transfers), the
 //! Dial action, the final status callback — and measures:
 //!
-//! 1. the bare endpoint `POST /bench/bare` of the same server (form parsed, fixed TwiML, no
-//!    signature, no flow, no record) at full speed: the baseline;
+//! 1. the bare endpoint `POST /bench/bare` (form parsed, fixed TwiML, no signature, no flow,
+//!    no record) at full speed: the baseline, served by this benchmark started as
+//!    `--serve-bare` on the server's own HTTP stack;
 //! 2. full recorded call steps at full speed, and their ratio to the baseline; then the same
 //!    calls on a server that records nothing (this benchmark started as
 //!    `--serve-without-records`: the server's state, flows and router with a store that
@@ -29,7 +30,7 @@
 //! `--seed-calls N` first fills the database with N synthetic calls of the past year (`ivr
 //! seed`), to measure the write path on months of records; the check of 5. then covers the
 //! run's calls only. `--smoke` runs a few seconds of each phase (CI). The report is printed
-//! and, with `--out`, written to a file (the README quotes `benches/results/callload.txt`).
+//! and, with `--out`, written to a file (`docs/performance.md` quotes `benches/results/callload.txt`).
 
 #![forbid(unsafe_code)]
 
@@ -115,6 +116,10 @@ struct Args {
     /// itself so; see [`serve_without_records`]).
     #[arg(long, hide = true)]
     serve_without_records: bool,
+    /// Serve the bare endpoint, the baseline (the benchmark starts itself so; see
+    /// [`serve_bare`]).
+    #[arg(long, hide = true)]
+    serve_bare: bool,
 }
 
 /// The sweep's paces, as shares of the full speed measured.
@@ -169,10 +174,7 @@ impl Server {
         .iter()
         .map(|d| format!("{d} = \"00:00-24:00\"\n"))
         .collect();
-        std::fs::write(
-            &config,
-            format!("bench_endpoint = true\n[hours.weekly]\n{open_all_day}"),
-        )?;
+        std::fs::write(&config, format!("[hours.weekly]\n{open_all_day}"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -210,6 +212,12 @@ impl Server {
     fn spawn_without_records(dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
         let this = std::env::current_exe()?;
         Self::spawn_as(&this, "--serve-without-records", dir, synchronous)
+    }
+
+    /// This benchmark itself as the bare endpoint's server ([`serve_bare`]).
+    fn spawn_bare(dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
+        let this = std::env::current_exe()?;
+        Self::spawn_as(&this, "--serve-bare", dir, synchronous)
     }
 
     fn spawn_as(bin: &Path, arg: &str, dir: &Path, synchronous: &str) -> anyhow::Result<Server> {
@@ -260,7 +268,7 @@ const CONNECTIONS_MEASURED: usize = 1000;
 
 /// The server's memory per open connection, in KiB: a fresh server of its own (so that
 /// memory freed by the phases is not reused and counted as nothing), its `VmRSS` before and
-/// after `n` keep-alive connections are opened, each with one bare request answered and all
+/// after `n` keep-alive connections are opened, each with one `GET /healthz` answered and all
 /// still open. In a storm the platform holds a connection per webhook in flight.
 async fn memory_per_connection(
     bin: &Path,
@@ -279,8 +287,8 @@ async fn memory_per_connection(
         let mut open = Vec::with_capacity(n);
         for _ in 0..n {
             let mut c = Client::new(server.addr);
-            let a = c.post("/bench/bare", "x=1".into(), None).await?;
-            anyhow::ensure!(a.status == 200, "bare: HTTP {}", a.status);
+            let a = c.get("/healthz").await?;
+            anyhow::ensure!(a.status == 200, "healthz: HTTP {}", a.status);
             open.push(c);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -293,11 +301,11 @@ async fn memory_per_connection(
     measured.map_err(|_| anyhow::anyhow!("not done within 60 s"))?
 }
 
-/// Waits until the server answers its bare endpoint, for 30 s at most.
+/// Waits until the server answers `GET /healthz`, for 30 s at most.
 async fn until_ready(addr: SocketAddr) -> anyhow::Result<()> {
     let ready_until = Instant::now() + Duration::from_secs(30);
     while !Client::new(addr)
-        .post("/bench/bare", "x=1".into(), None)
+        .get("/healthz")
         .await
         .is_ok_and(|a| a.status == 200)
     {
@@ -348,10 +356,27 @@ impl Client {
         body: String,
         signature: Option<String>,
     ) -> anyhow::Result<Answer> {
+        self.send(hyper::Method::POST, path, body, signature).await
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
+        self.send(hyper::Method::GET, path, String::new(), None)
+            .await
+    }
+
+    async fn send(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: String,
+        signature: Option<String>,
+    ) -> anyhow::Result<Answer> {
         let host = self.host.clone();
         let send = self.connect().await?;
         send.ready().await?;
-        let mut req = hyper::Request::post(path)
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, host)
             .header(
                 hyper::header::CONTENT_TYPE,
@@ -803,6 +828,8 @@ fn describe(name: &str, f: &Figures, steps: bool) -> String {
 /// the server's peak RSS so far and every webhook acknowledged so far.
 struct Runner<'a> {
     server: &'a Server,
+    /// The bare endpoint's server ([`serve_bare`]).
+    bare: &'a Server,
     args: &'a Args,
     serial: Arc<AtomicU64>,
     rss_peak_kb: u64,
@@ -810,9 +837,10 @@ struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    fn new(server: &'a Server, args: &'a Args) -> Self {
+    fn new(server: &'a Server, bare: &'a Server, args: &'a Args) -> Self {
         Runner {
             server,
+            bare,
             args,
             serial: Arc::new(AtomicU64::new(0)),
             rss_peak_kb: 0,
@@ -836,7 +864,7 @@ impl<'a> Runner<'a> {
         };
         let tasks = if bare_endpoint {
             (0..self.args.callers)
-                .map(|_| tokio::spawn(bare(self.server.addr, pace.clone())))
+                .map(|_| tokio::spawn(bare(self.bare.addr, pace.clone())))
                 .collect()
         } else {
             spawn_callers(self.server, self.args, &self.serial, &pace)
@@ -865,7 +893,11 @@ impl<'a> Runner<'a> {
         rate: Option<u64>,
         bare_endpoint: bool,
     ) -> (Figures, CpuSpent) {
-        let pid = self.server.child.id();
+        let pid = if bare_endpoint {
+            self.bare.child.id()
+        } else {
+            self.server.child.id()
+        };
         let before = CpuSample::now(pid);
         let (mut tallies, secs) = self.phase(seconds, rate, bare_endpoint).await;
         let spent = CpuSpent(before, CpuSample::now(pid));
@@ -892,7 +924,8 @@ async fn without_records(
         let _ = server.stop();
         return Err(e);
     }
-    let mut runner = Runner::new(&server, args);
+    // No bare phase here: the server stands in for the bare one too.
+    let mut runner = Runner::new(&server, &server, args);
     runner.measure(warmup, None, false).await;
     let measured = runner.measure(seconds, None, false).await;
     let stopped = server.stop()?;
@@ -1305,7 +1338,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let server = Server::spawn(&bin, dir.path(), &args.synchronous)?;
     until_ready(server.addr).await?;
-    let mut runner = Runner::new(&server, &args);
+    let bare_dir = dir.path().join("bare");
+    std::fs::create_dir_all(&bare_dir)?;
+    let bare_server = Server::spawn_bare(&bare_dir, &args.synchronous)?;
+    until_ready(bare_server.addr).await?;
+    let mut runner = Runner::new(&server, &bare_server, &args);
     runner.measure(warmup, None, false).await;
     let (bare_f, cpu) = runner.measure(measure, None, true).await;
     report.line(describe("bare endpoint", &bare_f, false));
@@ -1319,6 +1356,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(measured) => measured,
         Err(e) => {
             let _ = server.stop();
+            let _ = bare_server.stop();
             return Err(e);
         }
     };
@@ -1411,6 +1449,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(line) => report.line(line),
         Err(e) => report.line(format!("write path: metrics not read ({e})")),
     }
+    let _ = bare_server.stop();
     let stopped = server.stop()?;
     let check = check_database(&dir.path().join("ivr.db"), &acked, seeded).await?;
     report.line(format!("database after a graceful stop: {check}"));
@@ -1438,7 +1477,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let n = CONNECTIONS_MEASURED;
     match memory_per_connection(&bin, &dir.path().join("connections"), &args.synchronous, n).await {
         Ok(kib) => report.line(format!(
-            "server memory per open connection: {kib:.1} KiB (VmRSS of a fresh server before and after {n} keep-alive connections, one bare request answered on each, all open)"
+            "server memory per open connection: {kib:.1} KiB (VmRSS of a fresh server before and after {n} keep-alive connections, one GET /healthz answered on each, all open)"
         )),
         Err(e) => report.line(format!("server memory per open connection: not measured ({e})")),
     }
@@ -1597,8 +1636,63 @@ fn serve_without_records() -> anyhow::Result<()> {
     })
 }
 
+/// The fixed answer of `POST /bench/bare`.
+const BARE_TWIML: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Gather input=\"dtmf\" \
+     numDigits=\"1\" action=\"/voice/gather\"><Say>For orders, press 1.</Say></Gather></Response>";
+
+/// `POST /bench/bare`: what any web framework can do: parse a Twilio-style form, answer
+/// fixed TwiML. No signature, no flow, no record.
+async fn bare_answer(body: Bytes) -> impl axum::response::IntoResponse {
+    let fields = form_urlencoded::parse(&body).count();
+    (
+        [(hyper::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        if fields > 0 {
+            BARE_TWIML
+        } else {
+            "<Response/>"
+        },
+    )
+}
+
+/// `--serve-bare`: the baseline, on the server's own HTTP stack (its accept loop, hyper
+/// settings, axum router, runtime and allocator) at `IVR_LISTEN`: `POST /bench/bare` and
+/// `GET /healthz`, nothing else. It was a route of the server itself until the house issue
+/// moved it out of the production router.
+fn serve_bare() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listen: SocketAddr = std::env::var("IVR_LISTEN")?.parse()?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let router = axum::Router::new()
+            .route("/bench/bare", axum::routing::post(bare_answer))
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        ivr::http_server::serve(
+            listener,
+            router,
+            Duration::from_secs(10),
+            ivr::http_server::raise_fd_limit(),
+            ivr::metrics::Metrics::new()?,
+            ivr::http_server::stop_signal(),
+        )
+        .await;
+        Ok(())
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.serve_bare {
+        return match serve_bare() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("callload --serve-bare: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.serve_without_records {
         return match serve_without_records() {
             Ok(()) => std::process::ExitCode::SUCCESS,

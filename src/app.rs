@@ -1,166 +1,20 @@
 //! Wiring: state, layers, router, start-up and graceful shutdown.
 
-use crate::config::{Config, Target};
-use crate::flow::{self, FlowSet};
+use crate::config::Config;
+use crate::flow::{self};
+pub use crate::state::{App, AppState, Clock};
 use crate::storage::{self, Store};
-use crate::twiml::{self, Style};
+use crate::twiml::Style;
 use crate::{api, voice};
 use anyhow::{bail, Context};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
-use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
-
-/// The time source: the system clock, or a clock a test sets (stopped, or running on
-/// from the time it was set).
-#[derive(Debug, Clone, Default)]
-pub struct Clock(Option<Arc<Mutex<SetClock>>>);
-
-#[derive(Debug, Clone, Copy)]
-struct SetClock {
-    at: DateTime<Utc>,
-    running_since: Option<std::time::Instant>,
-}
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Self(None)
-    }
-
-    /// A clock stopped at `at` until `set` moves it.
-    pub fn fixed(at: DateTime<Utc>) -> Self {
-        Self(Some(Arc::new(Mutex::new(SetClock {
-            at,
-            running_since: None,
-        }))))
-    }
-
-    /// A clock that reads `at` now and runs on from there, as the system clock does.
-    pub fn running_from(at: DateTime<Utc>) -> Self {
-        Self(Some(Arc::new(Mutex::new(SetClock {
-            at,
-            running_since: Some(std::time::Instant::now()),
-        }))))
-    }
-
-    /// Moves a set clock (a running one runs on from `at`); no effect on the system clock.
-    pub fn set(&self, at: DateTime<Utc>) {
-        if let Some(m) = &self.0 {
-            if let Ok(mut t) = m.lock() {
-                t.at = at;
-                if t.running_since.is_some() {
-                    t.running_since = Some(std::time::Instant::now());
-                }
-            }
-        }
-    }
-
-    /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
-        let Some(m) = &self.0 else {
-            return Utc::now();
-        };
-        match m.lock().map(|t| *t) {
-            Ok(SetClock {
-                at,
-                running_since: Some(since),
-            }) => at + chrono::Duration::from_std(since.elapsed()).unwrap_or_default(),
-            Ok(SetClock { at, .. }) => at,
-            Err(_) => Utc::now(),
-        }
-    }
-}
-
-/// Everything a request needs.
-pub struct App {
-    /// Settings.
-    pub config: Config,
-    /// Validated flows.
-    pub flows: FlowSet,
-    /// Records, as webhooks write them: the database with the journal in front.
-    pub store: Arc<dyn Store>,
-    /// The database itself.
-    pub db: Arc<dyn Store>,
-    /// Tickets being worked, the outbox and the overdue sweep, in the same database.
-    pub work: Arc<dyn storage::WorkStore>,
-    /// Records waiting for the database.
-    pub journal: Arc<storage::Journal>,
-    /// Operational metrics.
-    pub metrics: crate::metrics::Metrics,
-    /// Time source.
-    pub clock: Clock,
-    /// TwiML settings.
-    pub style: Style,
-    /// TwiML answered when a panic escapes every other guard (the open-hours last resort).
-    pub last_resort: String,
-}
-
-/// Shared application state, cheap to clone.
-#[derive(Clone)]
-pub struct AppState(pub Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-}
-
-/// The answer when even the error flow cannot be taken, built from configuration alone:
-/// an apology, then a dial to Guest Care OOM when open (its outcome comes back to the
-/// error route's transfer node), or the hours and goodbye when closed.
-pub fn last_resort_twiml(config: &Config, style: &Style, open: bool, seq: u32) -> String {
-    use crate::flow::engine::{Action, Endpoint, Link};
-    let oom = match config.targets.get("oom") {
-        Some(t @ (Target::Number { .. } | Target::Sip { .. })) if open => Some(t.clone()),
-        _ => None,
-    };
-    let actions = match oom {
-        Some(target) => vec![
-            Action::Say("We're sorry, we are having a technical problem. Please hold while we connect you to Guest Care.".into()),
-            Action::Dial {
-                target,
-                timeout: config.dial_timeout,
-                action: Link {
-                    endpoint: Endpoint::Dial,
-                    node: crate::flow::NodeRef {
-                        flow: "common".into(),
-                        node: "error_transfer".into(),
-                    },
-                    attempt: 1,
-                    seq,
-                    silence: false,
-                    phase: Default::default(),
-                    pending: None,
-                    vars: Default::default(),
-                },
-            },
-        ],
-        None => vec![
-            Action::Say(format!(
-                "We're sorry, we are having a technical problem and cannot take a message right now. \
-                 Please call back during Guest Care hours: {}. Goodbye.",
-                config.schedule.describe()
-            )),
-            Action::Hangup,
-        ],
-    };
-    twiml::render(&actions, style)
-}
 
 /// Loads flows, opens and migrates the database, and builds the state.
 pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppState> {
@@ -177,7 +31,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         voice: config.say_voice.clone(),
         language: config.say_language.clone(),
     };
-    let last_resort = last_resort_twiml(&config, &style, true, 1);
+    let last_resort = voice::last_resort_twiml(&config, &style, true, 1);
     let metrics = crate::metrics::Metrics::new().context("registering metrics")?;
     for c in db.collectors() {
         metrics.register(c).context("registering metrics")?;
@@ -242,13 +96,8 @@ pub fn build_router(state: AppState) -> Router {
             Arc::new(state.last_resort.clone()),
             state.metrics.clone(),
         )));
-    let router = Router::new().merge(voice);
-    let router = if state.config.bench_endpoint {
-        router.route("/bench/bare", post(bench_bare))
-    } else {
-        router
-    };
-    router
+    Router::new()
+        .merge(voice)
         .merge(api::router(state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -292,26 +141,6 @@ async fn refuse_large_bodies(
         axum::Json(serde_json::json!({ "error": error })),
     )
         .into_response()
-}
-
-/// The fixed answer of `POST /bench/bare`.
-const BARE_TWIML: &str =
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Gather input=\"dtmf\" \
-     numDigits=\"1\" action=\"/voice/gather\"><Say>For orders, press 1.</Say></Gather></Response>";
-
-/// `POST /bench/bare` (only with `bench_endpoint`): the benchmark's baseline, what any web
-/// framework can do: parse a Twilio-style form, answer fixed TwiML. No signature, no flow,
-/// no record.
-async fn bench_bare(body: axum::body::Bytes) -> impl IntoResponse {
-    let fields = form_urlencoded::parse(&body).count();
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        if fields > 0 {
-            BARE_TWIML
-        } else {
-            "<Response/>"
-        },
-    )
 }
 
 /// `GET /readyz`: 200 when the database answers and takes writes (the journal empty or
@@ -449,7 +278,7 @@ pub async fn serve_state(state: AppState) -> anyhow::Result<()> {
         state.config.header_read_timeout,
         max_connections,
         state.metrics.clone(),
-        shutdown_signal(),
+        crate::http_server::stop_signal(),
     )
     .await;
     // What the journal still holds is replayed at the next start if not now.
@@ -471,24 +300,4 @@ pub async fn serve_state(state: AppState) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
 }

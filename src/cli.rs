@@ -22,10 +22,10 @@ pub enum Command {
     /// Create the database if needed and apply pending migrations.
     Migrate,
     /// Add synthetic calls (with steps, webhooks and tickets) to the database, to measure
-    /// the manager API at scale. Never on a production database.
+    /// the manager API at scale; refused on a database that holds real calls.
     Seed {
         /// How many calls.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000)]
         calls: u64,
         /// Spread over this many days before now.
         #[arg(long, default_value_t = 365)]

@@ -2,6 +2,28 @@
 
 use std::fmt;
 
+/// Ticket categories of the Service Desk.
+pub const CATEGORIES: &[&str] = &["Initial", "Follow-Up", "OOM", "Shopping Dollars"];
+
+/// Whether a call status (Twilio's `CallStatus`) is final.
+pub fn is_final_status(status: &str) -> bool {
+    matches!(
+        status,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled"
+    )
+}
+
+/// Order of call statuses, for callbacks without a sequence number.
+pub fn status_rank(status: &str) -> i64 {
+    match status {
+        "queued" | "initiated" => 0,
+        "ringing" => 1,
+        "in-progress" | "answered" => 2,
+        s if is_final_status(s) => 3,
+        _ => 0,
+    }
+}
+
 /// A secret string whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

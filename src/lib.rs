@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod call_url;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -17,6 +18,7 @@ pub mod records;
 pub mod retention;
 pub mod signature;
 pub mod sla;
+pub mod state;
 pub mod storage;
 pub mod twiml;
 pub mod voice;

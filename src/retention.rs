@@ -1,7 +1,7 @@
 //! Retention: after the configured number of days a call forgets its caller (number masked
 //! everywhere it was stored, recordings removed). Runs hourly while serving, and on demand.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::storage::{Forgotten, StoreResult};
 use std::time::Duration;
 

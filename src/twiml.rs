@@ -1,7 +1,7 @@
 //! Turns a step's actions into a TwiML document, written with quick-xml.
 
 use crate::config::Target;
-use crate::flow::engine::{Action, Endpoint, Link};
+use crate::flow::engine::{Action, Link};
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use std::io::Cursor;
@@ -17,40 +17,12 @@ pub struct Style {
     pub language: String,
 }
 
-/// The path and query of a link, e.g. `/voice/gather?node=store.main&attempt=1&seq=1`.
-pub fn link_path(link: &Link) -> String {
-    let path = match link.endpoint {
-        Endpoint::Gather => "/voice/gather",
-        Endpoint::Dial => "/voice/dial",
-        Endpoint::Record => "/voice/record",
-        Endpoint::Queue => "/voice/queue",
-        Endpoint::QueueWait => "/voice/queue/wait",
-    };
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair("node", &link.node.to_string());
-    q.append_pair("attempt", &link.attempt.to_string());
-    q.append_pair("seq", &link.seq.to_string());
-    if link.silence {
-        q.append_pair("silence", "1");
-    }
-    if link.phase == crate::flow::engine::Phase::Confirm {
-        q.append_pair("phase", "confirm");
-    }
-    if let Some(v) = &link.pending {
-        q.append_pair("value", v);
-    }
-    for (name, value) in &link.vars {
-        q.append_pair(&format!("v.{name}"), value);
-    }
-    format!("{path}?{}", q.finish())
-}
-
 impl Style {
     fn url(&self, link: &Link) -> String {
         format!(
             "{}{}",
             self.base_url.as_deref().unwrap_or(""),
-            link_path(link)
+            crate::call_url::path_and_query(link)
         )
     }
 }
@@ -208,6 +180,7 @@ fn write_action(w: &mut W, action: &Action, style: &Style) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::engine::Endpoint;
     use crate::flow::NodeRef;
 
     fn link(endpoint: Endpoint, silence: bool) -> Link {

@@ -78,27 +78,7 @@ fn ivr_serve_with_no_configuration_answers_calls_from_an_embedded_sqlite_file() 
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let sent = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-            use std::io::Write;
-            let form = "CallSid=CAcli0001&From=%2B12045551234&To=%2B18007373233";
-            write!(
-                s,
-                "POST /voice/incoming HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-                form.len()
-            )
-            .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out)
-        });
-        match sent {
-            Some(out) => break out,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("the server did not answer"),
-        }
-    };
+    let body = one_call(port, "CAcli0001");
     // A graceful stop: the log lines still buffered (up to 20 ms of them) are written out.
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -132,4 +112,82 @@ fn ivr_serve_with_no_configuration_answers_calls_from_an_embedded_sqlite_file() 
         "the caller is logged masked: {logs}"
     );
     assert!(!logs.contains("2045551234"), "never in full: {logs}");
+}
+
+/// Sends one incoming-call webhook to a development-mode server, waiting for it to start.
+fn one_call(port: u16, sid: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sent = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            use std::io::Write;
+            let form = format!("CallSid={sid}&From=%2B12045551234&To=%2B18007373233");
+            write!(
+                s,
+                "POST /voice/incoming HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        });
+        match sent {
+            Some(out) => return out,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("the server did not answer"),
+        }
+    }
+}
+
+#[test]
+fn ivr_seed_fills_a_test_database_and_refuses_one_that_holds_real_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = || -> i64 {
+        let db = rusqlite::Connection::open(dir.path().join("ivr.db")).unwrap();
+        db.query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap()
+    };
+    let out = ivr()
+        .args(["seed"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("seeded 1000 calls"),
+        "a small default: {said}"
+    );
+    assert_eq!(calls(), 1000);
+    // A real call comes in.
+    let port = free_port();
+    let mut server = ivr()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let answer = one_call(port, "CAcliseed01");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(answer.contains("<Gather"), "{answer}");
+    assert_eq!(calls(), 1001);
+    let out = ivr()
+        .args(["seed", "--calls", "10"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(
+        err.contains("holds calls that ivr seed did not write (1)"),
+        "{err}"
+    );
+    assert_eq!(calls(), 1001, "nothing added");
 }

@@ -179,12 +179,22 @@ async fn the_write_paths_ticket_lookups_use_the_tickets_key_and_the_partial_inde
     let (dir, _store) = store().await;
     assert_plan_has(
         "a call's newest ticket",
-        &plan_of(&dir, ivr::storage::CALL_LATEST_TICKET, &["CA01"]).await,
+        &plan_of(
+            &dir,
+            ivr::storage::sqlite::queries::CALL_LATEST_TICKET,
+            &["CA01"],
+        )
+        .await,
         "INDEX sqlite_autoindex_tickets_1 (call_sid=?)",
     );
     assert_plan_has(
         "a partner's open ticket",
-        &plan_of(&dir, ivr::storage::EXTERNAL_TICKET, &["HSP-1234", "OOM"]).await,
+        &plan_of(
+            &dir,
+            ivr::storage::sqlite::queries::EXTERNAL_TICKET,
+            &["HSP-1234", "OOM"],
+        )
+        .await,
         "tickets_by_external_ref (external_ref=? AND category=?)",
     );
 }
@@ -249,7 +259,7 @@ async fn a_calls_steps_are_read_by_its_row_number_in_order() {
     let (dir, _store) = store().await;
     let plan = plan_of(
         &dir,
-        ivr::storage::CALL_STEPS,
+        ivr::storage::sqlite::queries::CALL_STEPS,
         &["CA00000000000000000000000000000001"],
     )
     .await;

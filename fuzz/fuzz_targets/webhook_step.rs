@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     let state = CallState {
         has_ticket: hook.param("HasTicket").is_some(),
         seq: 1,
-        vars: hook.vars(),
+        vars: hook.url.vars.clone(),
     };
     if let Ok(step) = engine::step(flows, &env, state, input) {
         let style = ivr::twiml::Style::default();

@@ -2,9 +2,9 @@
 
 mod tickets;
 
-use crate::app::AppState;
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
+use crate::state::AppState;
 use crate::storage::{CallQuery, StoreError, TicketQuery};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};

@@ -2,8 +2,8 @@
 //! they send (list, resend).
 
 use super::{page_cursor, page_size, ApiError, ApiQuery, ApiResult};
-use crate::app::AppState;
 use crate::domain::TicketNumber;
+use crate::state::AppState;
 use crate::storage::{NotificationQuery, NotificationView, TicketChange, TicketDetail};
 use axum::extract::{Path, State};
 use axum::Json;

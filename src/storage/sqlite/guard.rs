@@ -14,7 +14,7 @@
 //! that a restart loses nothing. A fault that goes away by itself (a file made read-only)
 //! is reported while it lasts; SQLite's own errors already send records to the journal.
 
-use super::{StoreError, StoreResult};
+use crate::storage::{StoreError, StoreResult};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -78,11 +78,11 @@ impl FileGuard {
         // A read, so that `keep` has the WAL open too: if the files are deleted, the
         // records not yet checkpointed are only there.
         keep.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
-        let meta = std::fs::metadata(&self.db).map_err(StoreError::DbFile)?;
+        let meta = std::fs::metadata(&self.db).map_err(super::error::db_file)?;
         // Kept open for good: closing it would drop SQLite's locks on the file (see
         // [`FileGuard::unwritable`]).
-        let shm = File::open(&self.shm).map_err(StoreError::DbFile)?;
-        let shm_meta = shm.metadata().map_err(StoreError::DbFile)?;
+        let shm = File::open(&self.shm).map_err(super::error::db_file)?;
+        let shm_meta = shm.metadata().map_err(super::error::db_file)?;
         self.shm_size.store(shm_meta.len(), Ordering::Relaxed);
         let _ = self.armed.set(Armed {
             dev_ino: (meta.dev(), meta.ino()),
@@ -93,7 +93,7 @@ impl FileGuard {
         std::thread::Builder::new()
             .name("sqlite-guard".into())
             .spawn(move || watch(&guard, keep))
-            .map_err(StoreError::DbFile)?;
+            .map_err(super::error::db_file)?;
         Ok(())
     }
 
@@ -125,7 +125,7 @@ impl FileGuard {
 
     /// The error every access meets once the store is fenced.
     pub fn fence_error(&self) -> StoreError {
-        StoreError::Fenced(self.fault().unwrap_or_default())
+        super::error::fenced(&self.fault().unwrap_or_default())
     }
 
     fn shm_shrunk(&self, armed: &Armed) -> Option<String> {
@@ -234,7 +234,7 @@ impl FileGuard {
         } else {
             match conn.execute("VACUUM INTO ?1", [&to]) {
                 Ok(_) => {
-                    let _ = super::journal::private_file(&self.db);
+                    let _ = crate::storage::journal::private_file(&self.db);
                     format!(
                         "the database file {db} was deleted while in use; it was copied back \
                          from the open file, and the records since are in the journal"

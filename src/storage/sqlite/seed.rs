@@ -1,7 +1,7 @@
 //! `ivr seed`: fills a database with synthetic calls, steps, webhooks and tickets, to measure
 //! the manager API at scale. Every number it writes is a 555 number; nothing in it is real.
 
-use super::*;
+use crate::storage::*;
 use rusqlite::{params, Connection};
 use std::path::Path;
 
@@ -62,7 +62,8 @@ const CATEGORIES: &[(&str, u64)] = &[
 
 /// Adds `calls` synthetic calls spread over the `days` before `now` to the SQLite database
 /// at `path` (migrated), in transactions of 10,000 calls. Each call has 4 steps and 4 answered
-/// webhooks; 40% have a ticket.
+/// webhooks; 40% have a ticket. Refused on a database that holds any call it did not
+/// write: seeded calls mixed with real ones would spoil both.
 pub fn seed_sqlite(
     path: &Path,
     calls: u64,
@@ -71,6 +72,18 @@ pub fn seed_sqlite(
     flow_version: &str,
 ) -> StoreResult<Seeded> {
     let mut conn = Connection::open(path)?;
+    let real: i64 = conn.query_row(
+        "SELECT count(*) FROM calls WHERE flow_version <> ?1",
+        [flow_version],
+        |r| r.get(0),
+    )?;
+    if real > 0 {
+        return Err(StoreError::Rejected(format!(
+            "{} holds calls that ivr seed did not write ({real}): it adds synthetic calls to \
+             test databases only; point IVR_DATABASE_URL at a new file",
+            path.display()
+        )));
+    }
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", "normal")?;
     let mut mix = Mix(0x1C0F_FEE0

@@ -1,8 +1,8 @@
 //! SQLite: tickets that managers work, and the outbox of e-mails. Off the call path: these
 //! run on the sqlx pools, the writer pool for changes and the read-only pool for reads.
 
-use super::sqlite::{notification_view, ticket_view, NOTIFICATION_COLUMNS, TICKET_COLUMNS};
-use super::*;
+use super::{notification_view, ticket_view, NOTIFICATION_COLUMNS, TICKET_COLUMNS};
+use crate::storage::*;
 use sqlx::{Row, SqlitePool};
 
 impl SqliteStore {

@@ -1,6 +1,17 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 
+mod checkpoint;
+mod commit;
+mod error;
+mod guard;
+mod hot_path;
+mod metrics;
+pub mod queries;
+pub(super) mod seed;
+mod work;
+
 use super::*;
+use queries::CALL_STEPS;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -16,8 +27,8 @@ use std::time::Duration;
 pub struct SqliteStore {
     writer_pool: SqlitePool,
     reader_pool: SqlitePool,
-    hot: super::sqlite_path::HotPath,
-    guard: std::sync::Arc<super::sqlite_guard::FileGuard>,
+    hot: hot_path::HotPath,
+    guard: std::sync::Arc<guard::FileGuard>,
 }
 
 impl SqliteStore {
@@ -46,8 +57,8 @@ impl SqliteStore {
             .connect_with(base.clone().read_only(true))
             .await?;
         let path = base.get_filename().to_path_buf();
-        let guard = super::sqlite_guard::FileGuard::new(&path)?;
-        let hot = super::sqlite_path::HotPath::start(path.clone(), sync, guard.clone())?;
+        let guard = guard::FileGuard::new(&path)?;
+        let hot = hot_path::HotPath::start(path.clone(), sync, guard.clone())?;
         if !path.as_os_str().is_empty() && !path.to_string_lossy().starts_with(':') {
             let keep = rusqlite::Connection::open_with_flags(
                 &path,
@@ -63,7 +74,7 @@ impl SqliteStore {
         })
     }
 
-    /// The writer pool, unless the files are damaged ([`super::sqlite_guard`]).
+    /// The writer pool, unless the files are damaged ([`guard`]).
     pub(super) fn writer(&self) -> StoreResult<&SqlitePool> {
         self.guard.check_shm()?;
         Ok(&self.writer_pool)
@@ -84,7 +95,7 @@ fn private_files(db: &std::path::Path) -> StoreResult<()> {
     if db.as_os_str().is_empty() || db.to_string_lossy().starts_with(':') {
         return Ok(());
     }
-    super::journal::private_file(db).map_err(StoreError::DbFile)?;
+    crate::storage::journal::private_file(db).map_err(error::db_file)?;
     for suffix in ["-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -92,16 +103,12 @@ fn private_files(db: &std::path::Path) -> StoreResult<()> {
         if let Ok(m) = p.metadata() {
             if m.permissions().mode() & 0o077 != 0 {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                    .map_err(StoreError::DbFile)?;
+                    .map_err(error::db_file)?;
             }
         }
     }
     Ok(())
 }
-
-/// A call's steps in order (`GET /api/calls/{sid}`), found by the call's row number.
-pub const CALL_STEPS: &str = "SELECT at, node, kind, said, digits, result, data FROM steps \
-     WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY id";
 
 const CALL_COLUMNS: &str = "call_sid, line, store_name, from_number, to_number, flow, flow_version, \
      started_at, ended_at, status, duration_seconds, outcome, recording_url, error_count, last_error";

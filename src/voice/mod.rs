@@ -2,31 +2,29 @@
 //! committed, TwiML answered. Every answer is 200 TwiML except 403 (bad signature) and
 //! 413 (body too large): an internal error becomes an apology and the safe route.
 
-use crate::app::AppState;
-use crate::domain::{CallSid, Digits, PhoneNumber, TicketNumber};
+mod safe_route;
+mod webhook;
+
+pub use safe_route::last_resort_twiml;
+pub use webhook::{endpoint_label, too_large, Webhook, BODY_READ_TIMEOUT, MAX_BODY};
+
+use crate::domain::{CallSid, Digits, PhoneNumber};
 use crate::flow::engine::{
-    self, Action, CallState, EngineError, Env, Input, Phase, Step, TicketFacts, Vars,
+    self, Action, CallState, EngineError, Env, Input, Step, TicketFacts, Vars,
 };
-use crate::flow::{NodeRef, ERROR_ENTRY};
-use crate::records::{ExistingTicket, Record, StepRecord};
-use crate::signature;
+use crate::flow::NodeRef;
+use crate::records::{ExistingTicket, Record};
+use crate::state::AppState;
 use crate::storage::{CallInfo, StatusUpdate, StepBatch};
 use crate::twiml;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use safe_route::{error_route, fill_ticket, read_override, Before, Fault, ERROR_RECORD_DEADLINE};
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
-
-/// Largest webhook body accepted; Twilio's forms are a few kilobytes.
-pub const MAX_BODY: usize = 64 * 1024;
-/// The longest a webhook's body may take to arrive. The platform sends it at once; a
-/// client that trickles it holds a connection and its buffers, so it is cut off.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A TwiML answer: `text/xml` with a `Content-Length`.
 #[derive(Debug, Clone)]
@@ -43,219 +41,9 @@ impl IntoResponse for TwiML {
     }
 }
 
-/// A verified webhook: its POST parameters and its query parameters.
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    params: Form,
-    query: Vec<(String, String)>,
-}
-
-/// A form body, decoded into one string: each name and value is a range of it. Twilio
-/// posts some twenty parameters per webhook; this is two allocations instead of forty.
-#[derive(Debug, Clone, Default)]
-struct Form {
-    text: String,
-    pairs: Vec<(Range<usize>, Range<usize>)>,
-}
-
-impl Form {
-    fn parse(body: &[u8]) -> Self {
-        // Decoding shortens names and values (but for invalid UTF-8, replaced): a hint.
-        let mut text = String::with_capacity(body.len());
-        // Twilio posts some twenty; a hostile body of ampersands is not sized up front.
-        let mut pairs = Vec::with_capacity(32);
-        for (name, value) in form_urlencoded::parse(body) {
-            let start = text.len();
-            text.push_str(&name);
-            let mid = text.len();
-            text.push_str(&value);
-            pairs.push((start..mid, mid..text.len()));
-        }
-        Self { text, pairs }
-    }
-
-    /// Every name and value, in the order posted.
-    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs
-            .iter()
-            .map(|(k, v)| (&self.text[k.clone()], &self.text[v.clone()]))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
-    }
-}
-
-impl Webhook {
-    /// A webhook from its form body and query string, parsed as the edge parses them
-    /// (after the signature check); for tools such as the fuzz target.
-    pub fn from_raw(body: &[u8], query: &str) -> Self {
-        Self {
-            params: Form::parse(body),
-            query: form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
-        }
-    }
-
-    /// Call variables carried in the webhook's URL.
-    pub fn vars(&self) -> Vars {
-        vars_of(self)
-    }
-
-    /// The first value of a POST parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name)
-    }
-
-    fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn query_u32(&self, name: &str) -> u32 {
-        self.query(name).and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text,
-    )
-        .into_response()
-}
-
-/// Rejected webhooks logged each second at most; the rest are counted in the next line.
-static REJECTIONS_LOGGED: crate::logging::Throttle = crate::logging::Throttle::new(5);
-
-/// The `endpoint` label of a webhook path: one of ours, or `unknown`. Never the raw path,
-/// which anyone can vary without a signature: one series per path sent grew `/metrics` to
-/// 244 MB under 60,000 unsigned requests.
-pub fn endpoint_label(path: &str) -> &'static str {
-    match path.strip_prefix("/voice/").unwrap_or("") {
-        "incoming" => "incoming",
-        "gather" => "gather",
-        "dial" => "dial",
-        "record" => "record",
-        "queue" => "queue",
-        "queue/wait" => "queue_wait",
-        "status" => "status",
-        "fallback" => "fallback",
-        _ => "unknown",
-    }
-}
-
-/// The answer to a webhook body over [`MAX_BODY`]: 413 (the platform never sends one, so
-/// the sender is hardly a caller's platform), with the safe route's TwiML all the same.
-pub fn too_large(state: &AppState, path: &str) -> Response {
-    state.metrics.webhook(endpoint_label(path), "too_large");
-    state
-        .metrics
-        .refused
-        .with_label_values(&["too_large"])
-        .inc();
-    (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        state.last_resort.clone(),
-    )
-        .into_response()
-}
-
-impl FromRequest<AppState> for Webhook {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let endpoint = endpoint_label(parts.uri.path());
-        let bytes: Bytes =
-            match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY))
-                .await
-            {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(_)) => return Err(too_large(state, parts.uri.path())),
-                Err(_) => {
-                    state
-                        .metrics
-                        .refused
-                        .with_label_values(&["body_timeout"])
-                        .inc();
-                    return Err(plain(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request body too slow\n",
-                    ));
-                }
-            };
-        let params = Form::parse(&bytes);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let query = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-        if let Some(token) = &state.config.twilio_auth_token {
-            let url = match &state.config.public_url {
-                Some(base) => format!("{base}{path_and_query}"),
-                None => {
-                    let host = parts
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("localhost");
-                    format!("http://{host}{path_and_query}")
-                }
-            };
-            let given = parts
-                .headers
-                .get("x-twilio-signature")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            if given.is_empty()
-                || !signature::verify(
-                    token.expose(),
-                    &url,
-                    &params.iter().collect::<Vec<_>>(),
-                    given,
-                )
-            {
-                if let Some(skipped) = REJECTIONS_LOGGED.allow() {
-                    tracing::warn!(
-                        path = %crate::domain::redact_path(parts.uri.path()),
-                        signed = !given.is_empty(),
-                        skipped,
-                        "webhook rejected: invalid signature (skipped: rejections not logged since the last)"
-                    );
-                }
-                state.metrics.webhook(endpoint, "forbidden");
-                return Err(plain(StatusCode::FORBIDDEN, "invalid signature\n"));
-            }
-        }
-        Ok(Self { params, query })
-    }
-}
-
 /// The longest a step may take before the caller is sent down the safe route instead;
 /// with the error route's own limit this keeps every answer well inside Twilio's 15 s.
 const STEP_DEADLINE: Duration = Duration::from_secs(6);
-/// The longest the error route waits to record itself before answering anyway.
-const ERROR_RECORD_DEADLINE: Duration = Duration::from_secs(3);
-
-/// What had already happened when a webhook failed, so the safe route does not undo it.
-#[derive(Debug, Clone)]
-enum Before {
-    /// Nothing the caller would miss.
-    Nothing,
-    /// The caller left a voicemail: keep it, thank them and hang up.
-    Recorded { url: String, duration: Option<i64> },
-    /// The transfer connected and ended: hang up, do not dial again.
-    Connected,
-}
 
 /// The call a webhook belongs to and which webhook it is.
 struct CallCtx {
@@ -273,20 +61,6 @@ struct CallCtx {
     vars: Vars,
 }
 
-/// Call variables from a webhook URL; malformed ones are dropped.
-fn vars_of(hook: &Webhook) -> Vars {
-    hook.query
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = k.strip_prefix("v.")?;
-            let ok_name = crate::domain::is_ident(name);
-            let ok_value = v.len() <= 2048 && !v.chars().any(char::is_control);
-            (ok_name && ok_value).then(|| (name.to_string(), v.clone()))
-        })
-        .take(32)
-        .collect()
-}
-
 fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
     let cfg = &state.config;
     let sid = hook.param("CallSid").and_then(|s| CallSid::parse(s).ok());
@@ -302,7 +76,7 @@ fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
             Some(cfg.store_name(to.as_str()).to_string()),
         )
     };
-    let seq = hook.query_u32("seq");
+    let seq = hook.url.seq;
     let key = match event {
         // The fallback URL is fixed in the console; the failed webhook's URL tells them apart.
         "fallback" => format!(
@@ -339,7 +113,7 @@ fn call_ctx(state: &AppState, hook: &Webhook, event: &'static str) -> CallCtx {
         seq,
         key,
         before,
-        vars: vars_of(hook),
+        vars: hook.url.vars.clone(),
     }
 }
 
@@ -439,9 +213,7 @@ pub async fn incoming(State(state): State<AppState>, hook: Webhook) -> TwiML {
 }
 
 fn node_of(hook: &Webhook) -> Result<NodeRef, EngineError> {
-    let raw = hook.query("node").unwrap_or("");
-    NodeRef::parse_qualified(raw)
-        .ok_or_else(|| EngineError::UnknownNode(raw.chars().take(80).collect()))
+    hook.url.node()
 }
 
 /// The flow input of a menu's answer (`silence`: the redirect after no input).
@@ -460,26 +232,18 @@ pub fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError>
                 .unwrap_or_default(),
         )
     };
-    let phase = match hook.query("phase") {
-        Some("confirm") => Phase::Confirm,
-        _ => Phase::Enter,
-    };
-    let pending = hook
-        .query("value")
-        .filter(|v| v.len() <= 64 && !v.chars().any(char::is_control))
-        .map(str::to_owned);
     node_of(hook).map(|node| Input::Gather {
         node,
-        attempt: hook.query_u32("attempt").max(1),
+        attempt: hook.url.attempt.max(1),
         digits,
-        phase,
-        pending,
+        phase: hook.url.phase,
+        pending: hook.url.pending.clone(),
     })
 }
 
 /// `POST /voice/gather`: a menu's answer, or the redirect after silence.
 pub async fn gather(State(state): State<AppState>, hook: Webhook) -> TwiML {
-    if hook.query("silence").is_some() {
+    if hook.url.silence {
         guarded(state, hook, "silence", |_, _, hook| {
             gather_input(hook, true)
         })
@@ -512,7 +276,7 @@ pub async fn queue(State(state): State<AppState>, hook: Webhook) -> TwiML {
 
 /// `POST /voice/record`: a voicemail, or the redirect when nothing was recorded.
 pub async fn record(State(state): State<AppState>, hook: Webhook) -> TwiML {
-    if hook.query("silence").is_some() {
+    if hook.url.silence {
         guarded(state, hook, "silence", |_, _, hook| {
             node_of(hook).map(|node| Input::Recorded {
                 node,
@@ -584,14 +348,6 @@ pub async fn fallback(State(state): State<AppState>, hook: Webhook) -> TwiML {
     );
     let over = read_override(&state).await;
     error_route(&state, &ctx, Fault::PlatformFallback, &message, over).await
-}
-
-/// The manager's hours override, or none when the database cannot say in time.
-async fn read_override(state: &AppState) -> Option<crate::hours::OverrideState> {
-    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.hours_override()).await {
-        Ok(Ok(over)) => over,
-        _ => None,
-    }
 }
 
 /// `POST /voice/status`: a status callback. Stored even for calls we never saw.
@@ -796,7 +552,7 @@ async fn bounded<T>(
     }
     tokio::time::timeout(ERROR_RECORD_DEADLINE, lookup)
         .await
-        .unwrap_or(Err(crate::storage::StoreError::TimedOut("a lookup")))
+        .unwrap_or(Err(crate::storage::StoreError::timed_out("a lookup")))
 }
 
 /// Counts a committed webhook; a replayed retry counts as such and nothing else.
@@ -817,30 +573,6 @@ fn count_step(state: &AppState, ctx: &CallCtx, records: &[Record], replay: bool)
     }
 }
 
-/// What kind of internal failure sent a caller down the safe route, as counted.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    Database,
-    Flow,
-    Panic,
-    Timeout,
-    BadRequest,
-    PlatformFallback,
-}
-
-impl Fault {
-    fn label(self) -> &'static str {
-        match self {
-            Fault::Database => "database",
-            Fault::Flow => "flow",
-            Fault::Panic => "panic",
-            Fault::Timeout => "timeout",
-            Fault::BadRequest => "bad_request",
-            Fault::PlatformFallback => "platform_fallback",
-        }
-    }
-}
-
 fn log_step(ctx: &CallCtx, step: &Step, replay: bool) {
     let last = step.records.iter().rev().find_map(|r| match r {
         Record::Step(s) => Some(s),
@@ -855,167 +587,4 @@ fn log_step(ctx: &CallCtx, step: &Step, replay: bool) {
         replay,
         "call step"
     );
-}
-
-/// Fills `{ticket_number}` in the TwiML with the ticket number spelled out for speech.
-fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
-    if !answer.contains("{ticket_number}") {
-        return TwiML(answer);
-    }
-    match ticket {
-        Some(t) => TwiML(answer.replace("{ticket_number}", &t.spoken())),
-        // Journalled while the database is unavailable: the number is not known yet.
-        None => TwiML(
-            answer
-                .replace("ticket {ticket_number}", "your ticket")
-                .replace("{ticket_number}", "your ticket"),
-        ),
-    }
-}
-
-/// The apology and safe route after an internal error, recorded against the call when
-/// possible: Guest Care OOM when open, voicemail and a ticket when closed. A voicemail
-/// already left is kept and a transfer already made is not dialled again.
-async fn error_route(
-    state: &AppState,
-    ctx: &CallCtx,
-    fault: Fault,
-    error: &str,
-    over: Option<crate::hours::OverrideState>,
-) -> TwiML {
-    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, fault = fault.label(),
-        error = %crate::domain::redact_numbers(error), "call step failed: safe route");
-    state
-        .metrics
-        .errors
-        .with_label_values(&[fault.label()])
-        .inc();
-    state.metrics.webhook(ctx.event, "error_route");
-    let now = state.now();
-    // Whether the call already has a ticket is looked up (the error route once opened a
-    // second one and moved the voicemail to it).
-    let call_state = CallState {
-        has_ticket: None,
-        seq: ctx.seq,
-        vars: Vars::new(),
-    };
-    let mut records = vec![Record::Step(StepRecord {
-        node: ERROR_ENTRY.into(),
-        kind: "error".into(),
-        said: String::new(),
-        digits: None,
-        result: error.chars().take(500).collect(),
-        data: Default::default(),
-    })];
-    let mut step = match &ctx.before {
-        Before::Recorded { url, duration } => {
-            records.push(Record::Recording {
-                url: url.clone(),
-                duration_seconds: *duration,
-            });
-            records.push(Record::Outcome {
-                value: "voicemail".into(),
-                replace: true,
-            });
-            Step {
-                actions: vec![Action::Say(THANKS.into()), Action::Hangup],
-                records: Vec::new(),
-            }
-        }
-        Before::Connected => Step {
-            actions: vec![Action::Hangup],
-            records: Vec::new(),
-        },
-        Before::Nothing => {
-            let Some(entry) = NodeRef::parse_qualified(ERROR_ENTRY) else {
-                return last_resort(state, ctx, over);
-            };
-            let input = Input::Enter(entry);
-            match step_with_facts(state, ctx, now, over, call_state, &input, true).await {
-                Ok(step) => step,
-                Err(_) => return last_resort(state, ctx, over),
-            }
-        }
-    };
-    records.append(&mut step.records);
-    let answer = twiml::render(&step.actions, &state.style);
-    if ctx.sid.is_none() {
-        tracing::warn!(
-            event = ctx.event,
-            "webhook without a valid CallSid: nothing recorded"
-        );
-        return fill_ticket(answer, None);
-    }
-    let key = format!("{}:error", ctx.key);
-    let batch = StepBatch {
-        call: &ctx.info,
-        request_key: &key,
-        at: now,
-        records: &records,
-        error: Some(error),
-        answer: &answer,
-    };
-    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.commit_step(&batch)).await {
-        Ok(Ok(done)) => fill_ticket(done.replay.unwrap_or(answer), done.ticket),
-        Ok(Err(e)) => {
-            tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "error route not recorded");
-            fill_ticket(answer, None)
-        }
-        Err(_) => {
-            tracing::error!(call_sid = %ctx.info.call_sid, "error route not recorded in time");
-            fill_ticket(answer, None)
-        }
-    }
-}
-
-const THANKS: &str =
-    "Thank you, we have your message. A Guest Care agent will call you back. Goodbye.";
-
-/// When even the error flow cannot be taken: an apology, then Guest Care OOM when open,
-/// or the hours and goodbye when closed. Built from configuration alone.
-fn last_resort(
-    state: &AppState,
-    ctx: &CallCtx,
-    over: Option<crate::hours::OverrideState>,
-) -> TwiML {
-    tracing::error!(call_sid = %ctx.info.call_sid, "error flow unavailable: last-resort answer");
-    let open = state.config.schedule.is_open(state.now(), over);
-    TwiML(crate::app::last_resort_twiml(
-        &state.config,
-        &state.style,
-        open,
-        ctx.seq + 1,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_form_is_decoded_into_its_names_and_values_in_order() {
-        let form = Form::parse(
-            b"From=%2B15145550123&SpeechResult=two+words&Digits=&Digits=7&Caf%C3%A9=%E2%82%AC&bare",
-        );
-        assert_eq!(
-            form.iter().collect::<Vec<_>>(),
-            [
-                ("From", "+15145550123"),
-                ("SpeechResult", "two words"),
-                ("Digits", ""),
-                ("Digits", "7"),
-                ("Café", "€"),
-                ("bare", ""),
-            ]
-        );
-        assert_eq!(form.get("Digits"), Some(""), "the first of a repeated name");
-        assert_eq!(form.get("To"), None);
-        assert_eq!(Form::parse(b"").iter().count(), 0);
-        let lossy = Form::parse(b"Body=%FF");
-        assert_eq!(
-            lossy.get("Body"),
-            Some("\u{FFFD}"),
-            "invalid UTF-8 replaced"
-        );
-    }
 }

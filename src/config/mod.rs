@@ -15,6 +15,12 @@
 //! - `IVR_SMTP_HOST`, `IVR_SMTP_PORT`, `IVR_SMTP_USER`, `IVR_SMTP_FROM` — override `[smtp]`.
 //! - `IVR_SMTP_PASSWORD` — the SMTP password; read from the environment only.
 
+mod sla;
+mod smtp;
+
+pub use sla::{Due, FileSla, Sla};
+pub use smtp::{FileSmtp, SmtpSettings, TlsMode};
+
 use crate::hours::{self, Schedule, Span};
 use anyhow::{anyhow, bail, Context};
 use chrono::NaiveDate;
@@ -112,12 +118,9 @@ pub struct Config {
     /// disk, surviving power loss, at the cost of one fsync per group commit).
     pub sqlite_synchronous: SqliteSync,
     /// When tickets are due, and who hears of overdue ones.
-    pub sla: crate::sla::Sla,
+    pub sla: Sla,
     /// How e-mails leave.
-    pub smtp: crate::outbox::SmtpSettings,
-    /// Serves `POST /bench/bare`, a form-parsing endpoint that answers a fixed TwiML document
-    /// and records nothing: the benchmark's baseline. Off unless asked for.
-    pub bench_endpoint: bool,
+    pub smtp: SmtpSettings,
 }
 
 /// SQLite's durability setting for commits.
@@ -175,8 +178,6 @@ struct FileConfig {
     retention_days: Option<u32>,
     sqlite_synchronous: Option<String>,
     #[serde(default)]
-    bench_endpoint: bool,
-    #[serde(default)]
     say: FileSay,
     #[serde(default)]
     lines: FileLines,
@@ -191,9 +192,9 @@ struct FileConfig {
     #[serde(default)]
     texts: BTreeMap<String, String>,
     #[serde(default)]
-    sla: crate::sla::FileSla,
+    sla: FileSla,
     #[serde(default)]
-    smtp: crate::outbox::FileSmtp,
+    smtp: FileSmtp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -482,8 +483,8 @@ impl Config {
         if file.retention_days == Some(0) {
             bail!("retention_days must be at least 1 (leave it out to keep records)");
         }
-        let sla = crate::sla::Sla::from_file(file.sla, crate::flow::CATEGORIES, &contacts)?;
-        let smtp = crate::outbox::SmtpSettings::from_file(file.smtp)?;
+        let sla = Sla::from_file(file.sla, crate::domain::CATEGORIES, &contacts)?;
+        let smtp = SmtpSettings::from_file(file.smtp)?;
         Ok(Self {
             sla,
             smtp,
@@ -502,7 +503,6 @@ impl Config {
                 .map(SqliteSync::parse)
                 .transpose()?
                 .unwrap_or_default(),
-            bench_endpoint: file.bench_endpoint,
             public_url: file.public_url.map(|u| u.trim_end_matches('/').to_string()),
             flows_dir: file.flows_dir.unwrap_or_else(|| "ivr_flows".into()),
             twilio_auth_token: None,
@@ -562,9 +562,6 @@ impl Config {
         }
         if let Some(v) = env("IVR_SQLITE_SYNCHRONOUS") {
             self.sqlite_synchronous = SqliteSync::parse(&v).context("IVR_SQLITE_SYNCHRONOUS")?;
-        }
-        if let Some(v) = env("IVR_BENCH_ENDPOINT") {
-            self.bench_endpoint = matches!(v.trim(), "1" | "true" | "yes");
         }
         if let Some(v) = env("IVR_PUBLIC_URL") {
             self.public_url = Some(v.trim_end_matches('/').to_string());

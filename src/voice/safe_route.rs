@@ -1,0 +1,233 @@
+//! The safe route: what a caller hears when a webhook fails (an apology, then Guest Care
+//! OOM when open, or voicemail and a ticket when closed), recorded against the call when
+//! the database allows; and the last resort, built from configuration alone.
+
+use super::{step_with_facts, CallCtx, TwiML};
+use crate::config::{Config, Target};
+use crate::domain::TicketNumber;
+use crate::flow::engine::{Action, CallState, Input, Step, Vars};
+use crate::flow::{NodeRef, ERROR_ENTRY};
+use crate::records::{Record, StepRecord};
+use crate::state::AppState;
+use crate::storage::StepBatch;
+use crate::twiml::{self, Style};
+use std::time::Duration;
+
+/// The longest the error route waits to record itself before answering anyway.
+pub(super) const ERROR_RECORD_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What had already happened when a webhook failed, so the safe route does not undo it.
+#[derive(Debug, Clone)]
+pub(super) enum Before {
+    /// Nothing the caller would miss.
+    Nothing,
+    /// The caller left a voicemail: keep it, thank them and hang up.
+    Recorded { url: String, duration: Option<i64> },
+    /// The transfer connected and ended: hang up, do not dial again.
+    Connected,
+}
+
+/// What kind of internal failure sent a caller down the safe route, as counted.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fault {
+    Database,
+    Flow,
+    Panic,
+    Timeout,
+    BadRequest,
+    PlatformFallback,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Database => "database",
+            Fault::Flow => "flow",
+            Fault::Panic => "panic",
+            Fault::Timeout => "timeout",
+            Fault::BadRequest => "bad_request",
+            Fault::PlatformFallback => "platform_fallback",
+        }
+    }
+}
+
+/// The manager's hours override, or none when the database cannot say in time.
+pub(super) async fn read_override(state: &AppState) -> Option<crate::hours::OverrideState> {
+    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.hours_override()).await {
+        Ok(Ok(over)) => over,
+        _ => None,
+    }
+}
+
+/// Fills `{ticket_number}` in the TwiML with the ticket number spelled out for speech.
+pub(super) fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
+    if !answer.contains("{ticket_number}") {
+        return TwiML(answer);
+    }
+    match ticket {
+        Some(t) => TwiML(answer.replace("{ticket_number}", &t.spoken())),
+        // Journalled while the database is unavailable: the number is not known yet.
+        None => TwiML(
+            answer
+                .replace("ticket {ticket_number}", "your ticket")
+                .replace("{ticket_number}", "your ticket"),
+        ),
+    }
+}
+
+/// The apology and safe route after an internal error, recorded against the call when
+/// possible: Guest Care OOM when open, voicemail and a ticket when closed. A voicemail
+/// already left is kept and a transfer already made is not dialled again.
+pub(super) async fn error_route(
+    state: &AppState,
+    ctx: &CallCtx,
+    fault: Fault,
+    error: &str,
+    over: Option<crate::hours::OverrideState>,
+) -> TwiML {
+    tracing::error!(call_sid = %ctx.info.call_sid, from = %ctx.from, event = ctx.event, fault = fault.label(),
+        error = %crate::domain::redact_numbers(error), "call step failed: safe route");
+    state
+        .metrics
+        .errors
+        .with_label_values(&[fault.label()])
+        .inc();
+    state.metrics.webhook(ctx.event, "error_route");
+    let now = state.now();
+    // Whether the call already has a ticket is looked up (the error route once opened a
+    // second one and moved the voicemail to it).
+    let call_state = CallState {
+        has_ticket: None,
+        seq: ctx.seq,
+        vars: Vars::new(),
+    };
+    let mut records = vec![Record::Step(StepRecord {
+        node: ERROR_ENTRY.into(),
+        kind: "error".into(),
+        said: String::new(),
+        digits: None,
+        result: error.chars().take(500).collect(),
+        data: Default::default(),
+    })];
+    let mut step = match &ctx.before {
+        Before::Recorded { url, duration } => {
+            records.push(Record::Recording {
+                url: url.clone(),
+                duration_seconds: *duration,
+            });
+            records.push(Record::Outcome {
+                value: "voicemail".into(),
+                replace: true,
+            });
+            Step {
+                actions: vec![Action::Say(THANKS.into()), Action::Hangup],
+                records: Vec::new(),
+            }
+        }
+        Before::Connected => Step {
+            actions: vec![Action::Hangup],
+            records: Vec::new(),
+        },
+        Before::Nothing => {
+            let Some(entry) = NodeRef::parse_qualified(ERROR_ENTRY) else {
+                return last_resort(state, ctx, over);
+            };
+            let input = Input::Enter(entry);
+            match step_with_facts(state, ctx, now, over, call_state, &input, true).await {
+                Ok(step) => step,
+                Err(_) => return last_resort(state, ctx, over),
+            }
+        }
+    };
+    records.append(&mut step.records);
+    let answer = twiml::render(&step.actions, &state.style);
+    if ctx.sid.is_none() {
+        tracing::warn!(
+            event = ctx.event,
+            "webhook without a valid CallSid: nothing recorded"
+        );
+        return fill_ticket(answer, None);
+    }
+    let key = format!("{}:error", ctx.key);
+    let batch = StepBatch {
+        call: &ctx.info,
+        request_key: &key,
+        at: now,
+        records: &records,
+        error: Some(error),
+        answer: &answer,
+    };
+    match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.commit_step(&batch)).await {
+        Ok(Ok(done)) => fill_ticket(done.replay.unwrap_or(answer), done.ticket),
+        Ok(Err(e)) => {
+            tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "error route not recorded");
+            fill_ticket(answer, None)
+        }
+        Err(_) => {
+            tracing::error!(call_sid = %ctx.info.call_sid, "error route not recorded in time");
+            fill_ticket(answer, None)
+        }
+    }
+}
+
+pub(super) const THANKS: &str =
+    "Thank you, we have your message. A Guest Care agent will call you back. Goodbye.";
+
+/// When even the error flow cannot be taken: an apology, then Guest Care OOM when open,
+/// or the hours and goodbye when closed. Built from configuration alone.
+pub(super) fn last_resort(
+    state: &AppState,
+    ctx: &CallCtx,
+    over: Option<crate::hours::OverrideState>,
+) -> TwiML {
+    tracing::error!(call_sid = %ctx.info.call_sid, "error flow unavailable: last-resort answer");
+    let open = state.config.schedule.is_open(state.now(), over);
+    TwiML(last_resort_twiml(
+        &state.config,
+        &state.style,
+        open,
+        ctx.seq + 1,
+    ))
+}
+
+/// The answer when even the error flow cannot be taken, built from configuration alone:
+/// an apology, then a dial to Guest Care OOM when open (its outcome comes back to the
+/// error route's transfer node), or the hours and goodbye when closed.
+pub fn last_resort_twiml(config: &Config, style: &Style, open: bool, seq: u32) -> String {
+    use crate::flow::engine::{Action, Endpoint, Link};
+    let oom = match config.targets.get("oom") {
+        Some(t @ (Target::Number { .. } | Target::Sip { .. })) if open => Some(t.clone()),
+        _ => None,
+    };
+    let actions = match oom {
+        Some(target) => vec![
+            Action::Say("We're sorry, we are having a technical problem. Please hold while we connect you to Guest Care.".into()),
+            Action::Dial {
+                target,
+                timeout: config.dial_timeout,
+                action: Link {
+                    endpoint: Endpoint::Dial,
+                    node: crate::flow::NodeRef {
+                        flow: "common".into(),
+                        node: "error_transfer".into(),
+                    },
+                    attempt: 1,
+                    seq,
+                    silence: false,
+                    phase: Default::default(),
+                    pending: None,
+                    vars: Default::default(),
+                },
+            },
+        ],
+        None => vec![
+            Action::Say(format!(
+                "We're sorry, we are having a technical problem and cannot take a message right now. \
+                 Please call back during Guest Care hours: {}. Goodbye.",
+                config.schedule.describe()
+            )),
+            Action::Hangup,
+        ],
+    };
+    twiml::render(&actions, style)
+}
