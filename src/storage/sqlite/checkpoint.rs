@@ -57,14 +57,20 @@ pub(super) fn checkpointer_busy(attempt: i32) -> bool {
 /// `data_version` just after the last restart, and it changes only when another connection
 /// commits (an idle server restarted the WAL at every pass, 20 times a second, and counted
 /// each).
+///
+/// Returns whether the WAL is all in the database now: while it is and nothing has been
+/// committed since, the checkpointer does not look again (see `HotPath::start`).
 pub(super) fn checkpoint(
     conn: &Connection,
     db_file: &std::fs::File,
     metrics: &WriteMetrics,
     restart_frames: i64,
     restarted: &mut Option<i64>,
-) -> rusqlite::Result<()> {
-    let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+) -> rusqlite::Result<bool> {
+    let (log, copied): (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?;
+    let mut caught_up = log == copied;
     if log > restart_frames && *restarted != Some(data_version(conn)?) {
         for _ in 0..PRE_RESTART_ROUNDS {
             // What the passive passes copied goes to disk now, commits going on meanwhile.
@@ -93,8 +99,9 @@ pub(super) fn checkpoint(
         } else {
             None
         };
+        caught_up = busy == 0;
     }
-    Ok(())
+    Ok(caught_up)
 }
 
 pub(super) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {

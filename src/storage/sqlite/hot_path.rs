@@ -21,6 +21,7 @@ use crate::config::SqliteSync as SyncMode;
 use crate::storage::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -53,6 +54,9 @@ pub struct HotPath {
     /// the last handle, which stops it.
     checkpoints: mpsc::Sender<oneshot::Sender<StoreResult<()>>>,
     metrics: WriteMetrics,
+    /// Transactions that may have written, counted so that the checkpointer leaves an
+    /// idle database alone.
+    commits: Arc<AtomicU64>,
 }
 
 fn open(path: &Path, flags: OpenFlags, synchronous: SyncMode) -> rusqlite::Result<Connection> {
@@ -102,14 +106,26 @@ impl HotPath {
         let metrics = WriteMetrics::new()?;
         let checkpoint_metrics = metrics.clone();
         let checkpoint_guard = guard.clone();
+        let commits = Arc::new(AtomicU64::new(0));
+        let checkpoint_commits = commits.clone();
         let (checkpoints, requests) = mpsc::channel::<oneshot::Sender<StoreResult<()>>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 // See [`checkpoint`].
                 let mut restarted = None;
+                // An idle server's files are not touched: a pass is skipped while the WAL
+                // is all in the database and nothing was committed since. (Every access to
+                // SQLite's shared memory is a chance for a `-shm` truncated under the
+                // server to end it with SIGBUS between the guard's look and the access.)
+                let mut seen_commits = u64::MAX;
+                let mut caught_up = false;
                 loop {
                     let request = requests.recv_timeout(CHECKPOINT_EVERY);
+                    let commits = checkpoint_commits.load(Ordering::Acquire);
+                    if request.is_err() && caught_up && commits == seen_commits {
+                        continue;
+                    }
                     if let (Err(e), Err(mpsc::RecvTimeoutError::Timeout)) =
                         (checkpoint_guard.check_shm(), &request)
                     {
@@ -118,16 +134,21 @@ impl HotPath {
                     }
                     match request {
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            if let Err(e) = checkpoint(
+                            seen_commits = commits;
+                            caught_up = match checkpoint(
                                 &checkpointer,
                                 &db_file,
                                 &checkpoint_metrics,
                                 WAL_RESTART_FRAMES,
                                 &mut restarted,
                             ) {
-                                checkpoint_metrics.checkpoint_errors.inc();
-                                tracing::debug!(error = %e, "checkpoint");
-                            }
+                                Ok(done) => done,
+                                Err(e) => {
+                                    checkpoint_metrics.checkpoint_errors.inc();
+                                    tracing::debug!(error = %e, "checkpoint");
+                                    false
+                                }
+                            };
                         }
                         Ok(reply) => {
                             let _ = reply.send(truncate(&checkpointer));
@@ -144,7 +165,8 @@ impl HotPath {
             .spawn({
                 let metrics = metrics.clone();
                 let guard = guard.clone();
-                move || write_loop(writer, write_queue, &metrics, &guard)
+                let commits = commits.clone();
+                move || write_loop(writer, write_queue, &metrics, &guard, &commits)
             })
             .map_err(StoreError::journal)?;
         std::thread::Builder::new()
@@ -160,7 +182,14 @@ impl HotPath {
             reads,
             checkpoints,
             metrics,
+            commits,
         })
+    }
+
+    /// Tells the checkpointer that a connection other than the writer thread's is about
+    /// to write (the manager's and the background jobs' pool).
+    pub fn note_write(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
     }
 
     /// The write path's metrics.
@@ -310,6 +339,7 @@ fn write_loop(
     queue: mpsc::Receiver<WriteJob>,
     metrics: &WriteMetrics,
     guard: &FileGuard,
+    commits: &AtomicU64,
 ) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = queue.recv() {
@@ -328,6 +358,7 @@ fn write_loop(
         }
         match commit_group(&mut conn, &group) {
             Ok(results) => {
+                commits.fetch_add(1, Ordering::Release);
                 metrics.group_size.observe(group.len() as f64);
                 for (job, done) in group.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(done));
@@ -345,6 +376,7 @@ fn write_loop(
                         .map_err(StoreError::from)
                         .and_then(|mut r| r.pop().ok_or_else(StoreError::writer_gone));
                     if result.is_ok() {
+                        commits.fetch_add(1, Ordering::Release);
                         metrics.group_size.observe(1.0);
                     }
                     let _ = job.reply.send(result);

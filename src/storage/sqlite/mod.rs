@@ -77,6 +77,7 @@ impl SqliteStore {
     /// The writer pool, unless the files are damaged ([`guard`]).
     pub(super) fn writer(&self) -> StoreResult<&SqlitePool> {
         self.guard.check_shm()?;
+        self.hot.note_write();
         Ok(&self.writer_pool)
     }
 
