@@ -1,7 +1,9 @@
 //! Turns a step's actions into a TwiML document, written with quick-xml.
 
 use crate::config::Target;
+use crate::domain::TicketNumber;
 use crate::flow::engine::{Action, Link};
+use crate::records::Said;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use std::io::Cursor;
@@ -36,29 +38,38 @@ pub fn xml_safe(text: &str) -> String {
         .collect()
 }
 
-/// Renders a full TwiML document.
-pub fn render(actions: &[Action], style: &Style) -> String {
+/// Renders a full TwiML document; `ticket`, the call's committed ticket, is spoken where
+/// the actions say its number ("your ticket" while it is not known).
+pub fn render(actions: &[Action], style: &Style, ticket: Option<&TicketNumber>) -> String {
     let mut w = Writer::new(Cursor::new(Vec::with_capacity(512)));
+    let out = Out { style, ticket };
     // Writing to a Vec cannot fail; errors are impossible here but handled without panicking.
-    let _ = write_doc(&mut w, actions, style);
+    let _ = write_doc(&mut w, actions, &out);
     String::from_utf8(w.into_inner().into_inner()).unwrap_or_default()
 }
 
 type W = Writer<Cursor<Vec<u8>>>;
 
-fn write_doc(w: &mut W, actions: &[Action], style: &Style) -> std::io::Result<()> {
+/// What a document is written with.
+struct Out<'a> {
+    style: &'a Style,
+    ticket: Option<&'a TicketNumber>,
+}
+
+fn write_doc(w: &mut W, actions: &[Action], out: &Out<'_>) -> std::io::Result<()> {
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.create_element("Response").write_inner_content(|w| {
         for a in actions {
-            write_action(w, a, style)?;
+            write_action(w, a, out)?;
         }
         Ok(())
     })?;
     Ok(())
 }
 
-fn say(w: &mut W, text: &str, style: &Style) -> std::io::Result<()> {
-    let text = xml_safe(text);
+fn say(w: &mut W, said: &Said, out: &Out<'_>) -> std::io::Result<()> {
+    let style = out.style;
+    let text = xml_safe(&said.spoken(out.ticket));
     let mut el = w.create_element("Say");
     if let Some(v) = &style.voice {
         el = el.with_attribute(("voice", v.as_str()));
@@ -75,9 +86,10 @@ fn redirect(w: &mut W, url: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_action(w: &mut W, action: &Action, style: &Style) -> std::io::Result<()> {
+fn write_action(w: &mut W, action: &Action, out: &Out<'_>) -> std::io::Result<()> {
+    let style = out.style;
     match action {
-        Action::Say(text) => say(w, text, style)?,
+        Action::Say(text) => say(w, text, out)?,
         Action::Pause(secs) => {
             w.create_element("Pause")
                 .with_attribute(("length", secs.to_string().as_str()))
@@ -103,7 +115,7 @@ fn write_action(w: &mut W, action: &Action, style: &Style) -> std::io::Result<()
                     ("action", style.url(action).as_str()),
                     ("method", "POST"),
                 ])
-                .write_inner_content(|w| say(w, prompt, style))?;
+                .write_inner_content(|w| say(w, prompt, out))?;
             redirect(w, &style.url(on_silence))?;
         }
         Action::Dial {
@@ -216,6 +228,7 @@ mod tests {
                 on_silence: link(Endpoint::Gather, true),
             }],
             &style,
+            None,
         );
         assert_eq!(
             xml,
@@ -231,6 +244,7 @@ mod tests {
         let xml = render(
             &[Action::Say("<Hangup/> & 'x' \"y\"\u{7}".into())],
             &Style::default(),
+            None,
         );
         assert!(
             xml.contains("&lt;Hangup/&gt; &amp; &apos;x&apos; &quot;y&quot;</Say>"),
@@ -251,6 +265,7 @@ mod tests {
                 action: link(Endpoint::Dial, false),
             }],
             &Style::default(),
+            None,
         );
         assert!(
             xml.contains("<Number sendDigits=\"ww5\">+18007373233</Number></Dial>"),

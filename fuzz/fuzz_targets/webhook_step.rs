@@ -58,6 +58,6 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(step) = engine::step(flows, &env, state, input) {
         let style = ivr::twiml::Style::default();
-        well_formed(&ivr::twiml::render(&step.actions, &style));
+        well_formed(&ivr::twiml::render(&step.actions, &style, None));
     }
 });

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 pub use crate::domain::Secret;
 
 /// How a transfer target is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     /// A phone number, optionally followed by DTMF digits once answered (`w` waits half a second).
     Number {

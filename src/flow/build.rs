@@ -22,8 +22,7 @@ impl NodeCtx<'_, '_> {
         let confirm = self.text(raw.confirm, "confirm", kind, &with_value(p));
         let confirm_caller = match raw.confirm_caller {
             Some(t) if format == Some(EntryFormat::Phone) => {
-                self.placeholders(&t, "confirm_caller", &with_value(p));
-                Some(t)
+                Some(self.prompt(&t, "confirm_caller", &with_value(p)))
             }
             Some(_) => {
                 self.err("`confirm_caller` applies only to phone entries".into());
@@ -60,6 +59,7 @@ impl NodeCtx<'_, '_> {
                 ));
             }
         }
+        let mut compiled = BTreeMap::new();
         for (name, text) in &errors {
             if !needed.contains(&name.as_str()) {
                 self.err(format!(
@@ -67,8 +67,10 @@ impl NodeCtx<'_, '_> {
                     needed.join(", ")
                 ));
             }
-            self.placeholders(text, "errors", p);
+            let prompt = self.prompt(text, "errors", p);
+            compiled.insert(name.clone(), prompt);
         }
+        let errors = compiled;
         let var_kind = match format {
             Some(EntryFormat::Date) => VarKind::Date,
             Some(EntryFormat::Phone) => VarKind::Phone,
@@ -318,11 +320,8 @@ impl NodeCtx<'_, '_> {
                 if !(1..=5).contains(&attempts) {
                     self.err("`attempts` must be 1 to 5".into());
                 }
-                for (field, t) in [("no_input", &no_input), ("invalid", &invalid)] {
-                    if let Some(t) = t {
-                        self.placeholders(t, field, p);
-                    }
-                }
+                let no_input = no_input.map(|t| self.prompt(&t, "no_input", p));
+                let invalid = invalid.map(|t| self.prompt(&t, "invalid", p));
                 Some(Node::Menu(Menu {
                     prompt: prompt?,
                     options,
@@ -372,9 +371,10 @@ impl NodeCtx<'_, '_> {
                         "`wait_message` applies only to queue targets, and `{target}` is not one"
                     ));
                 }
-                if let Some(w) = &raw.wait_message {
-                    self.placeholders(w, "wait_message", p);
-                }
+                let wait_message = raw
+                    .wait_message
+                    .as_ref()
+                    .map(|w| self.prompt(w, "wait_message", p));
                 let closed = self.default_ref(raw.closed, "closed", "common.closed");
                 let failed = self.default_ref(raw.failed, "failed", "common.transfer_failed");
                 let abandoned = if is_queue {
@@ -386,7 +386,7 @@ impl NodeCtx<'_, '_> {
                     target,
                     closed: closed?,
                     failed: failed?,
-                    wait_message: raw.wait_message,
+                    wait_message,
                     abandoned,
                 }))
             }
@@ -469,7 +469,7 @@ impl NodeCtx<'_, '_> {
                     (None, None, Some(_)) => None,
                     (c, r, _) => {
                         let c = self.category(c, "ticket_category", kind);
-                        let r = self.required(r, "ticket_reason", kind);
+                        let r = self.text(r, "ticket_reason", kind, NOTIFY_PLACEHOLDERS);
                         self.define_var(TICKET_DUE_VAR, VarKind::DateTime, "ticket_category");
                         Some((c?, r?))
                     }
@@ -519,10 +519,8 @@ impl NodeCtx<'_, '_> {
                 })
             }
             "hangup" => {
-                if let Some(t) = &raw.text {
-                    self.placeholders(t, "text", p);
-                }
-                Some(Node::Hangup { text: raw.text })
+                let text = raw.text.as_ref().map(|t| self.prompt(t, "text", p));
+                Some(Node::Hangup { text })
             }
             "goto" => {
                 let next = next_or_dead_end(self, raw.next);

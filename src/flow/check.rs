@@ -1,6 +1,7 @@
 //! Checks across nodes and files (every `{var.NAME}` set somewhere, every node reachable,
 //! no loop that never waits for the caller), and the field checks each node's build uses.
 
+use super::prompt::Prompt;
 use super::*;
 
 impl Loader<'_> {
@@ -271,13 +272,18 @@ impl NodeCtx<'_, '_> {
         field: &str,
         kind: &str,
         allowed: &[&str],
-    ) -> Option<String> {
+    ) -> Option<Prompt> {
         let v = self.required(value, field, kind)?;
-        self.placeholders(&v, field, allowed);
-        Some(v)
+        Some(self.prompt(&v, field, allowed))
     }
 
-    pub(super) fn placeholders(&mut self, text: &str, field: &str, allowed: &[&str]) {
+    /// Checks a text's placeholders against `allowed`, and compiles it.
+    pub(super) fn prompt(&mut self, text: &str, field: &str, allowed: &[&str]) -> Prompt {
+        self.placeholders(text, field, allowed);
+        Prompt::compile(text, self.loader.config)
+    }
+
+    fn placeholders(&mut self, text: &str, field: &str, allowed: &[&str]) {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             let after = &rest[open + 1..];
@@ -299,16 +305,6 @@ impl NodeCtx<'_, '_> {
                 self.err(format!(
                     "`{field}` uses unknown placeholder {{{name}}}; known: {}",
                     allowed.join(", ")
-                ));
-            } else if name == "ticket_number"
-                && !matches!(field, "subject" | "body")
-                && !rest[..open].ends_with("ticket ")
-            {
-                // While the database is unavailable the number is not known yet, and the
-                // caller hears "your ticket" in place of "ticket {ticket_number}".
-                self.err(format!(
-                    "`{field}` must say \"ticket {{ticket_number}}\" so that it still reads well \
-                     as \"your ticket\" while the number is not known"
                 ));
             }
             rest = &after[close + 1..];

@@ -1,5 +1,6 @@
 //! The flow model: nodes of each kind, flows, the set of flows, and load problems.
 
+use super::prompt::Prompt;
 use crate::domain::is_ident;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,7 +78,9 @@ pub enum VarKind {
 }
 
 /// A node's full name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeRef {
     /// Flow (file stem).
     pub flow: String,
@@ -121,15 +124,15 @@ impl fmt::Display for NodeRef {
 #[derive(Debug, Clone)]
 pub struct Menu {
     /// Spoken while waiting for a key.
-    pub prompt: String,
+    pub prompt: Prompt,
     /// Key → node.
     pub options: Vec<(char, NodeRef)>,
     /// Key → call variables the choice sets (`set = { paid = "yes" }`).
     pub sets: BTreeMap<char, Vec<(String, String)>>,
     /// Said before the prompt is repeated after silence.
-    pub no_input: String,
+    pub no_input: Prompt,
     /// Said before the prompt is repeated after a wrong key.
-    pub invalid: String,
+    pub invalid: Prompt,
     /// Where the caller goes after the last failed attempt.
     pub fallback: NodeRef,
     /// Seconds to wait for a key.
@@ -148,7 +151,7 @@ pub struct Transfer {
     /// Where the caller goes when the transfer fails.
     pub failed: NodeRef,
     /// What callers hear while they wait in a queue.
-    pub wait_message: Option<String>,
+    pub wait_message: Option<Prompt>,
     /// Queues: where the call goes when the caller hangs up while waiting (a ticket to
     /// call them back); `None` for other targets.
     pub abandoned: Option<NodeRef>,
@@ -158,12 +161,12 @@ pub struct Transfer {
 #[derive(Debug, Clone)]
 pub struct Voicemail {
     /// Said before the beep.
-    pub prompt: String,
+    pub prompt: Prompt,
     /// Longest recording in seconds; configuration's default when unset.
     pub max_length: Option<u32>,
     /// Category and reason of the ticket opened before the tone when the call has none;
     /// `None` when a later ticket node opens it.
-    pub ticket: Option<(String, String)>,
+    pub ticket: Option<(String, Prompt)>,
     /// Call variable that keeps the recording's URL.
     pub save_as: Option<String>,
     /// Where the call goes after the recording.
@@ -185,7 +188,7 @@ pub enum EntryFormat {
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// What to enter (with an example).
-    pub prompt: String,
+    pub prompt: Prompt,
     /// What is collected.
     pub format: EntryFormat,
     /// The call variable that keeps the confirmed value.
@@ -195,16 +198,16 @@ pub struct Entry {
     /// Most digits.
     pub max_digits: u32,
     /// Read-back, with `{value}`: 1 = correct, 2 = enter again.
-    pub confirm: String,
+    pub confirm: Prompt,
     /// Phone only: offer the caller ID first, read back masked as `{value}`.
-    pub confirm_caller: Option<String>,
+    pub confirm_caller: Option<Prompt>,
     /// Why an entry was refused, by reason: `length`, and for dates `not_a_date`,
     /// `future`, `too_old`.
-    pub errors: BTreeMap<String, String>,
+    pub errors: BTreeMap<String, Prompt>,
     /// Said before asking again after silence.
-    pub no_input: String,
+    pub no_input: Prompt,
     /// Said before asking again after a wrong key at the read-back.
-    pub invalid: String,
+    pub invalid: Prompt,
     /// Where the caller goes after the last failed attempt.
     pub fallback: NodeRef,
     /// Failed attempts before the fallback.
@@ -244,7 +247,7 @@ pub struct ExternalTicket {
     /// Variable with the partner's ticket number.
     pub var: String,
     /// Reason of a new ticket.
-    pub reason: String,
+    pub reason: Prompt,
     /// A new ticket is due this many hours after it is opened.
     pub due_hours: u32,
     /// No open ticket yet: one was opened.
@@ -265,7 +268,7 @@ pub enum Node {
     /// Say something and go on.
     Say {
         /// Spoken text.
-        text: String,
+        text: Prompt,
         /// Next node.
         next: NodeRef,
     },
@@ -276,7 +279,7 @@ pub enum Node {
         /// Category.
         category: String,
         /// Reason.
-        reason: String,
+        reason: Prompt,
         /// Variable with a recording the ticket carries.
         recording_var: Option<String>,
         /// Next node.
@@ -302,9 +305,9 @@ pub enum Node {
         /// Contact name.
         contact: String,
         /// Subject.
-        subject: String,
+        subject: Prompt,
         /// Body.
-        body: String,
+        body: Prompt,
         /// Held until the call's voicemail is recorded (or the call ends), and sent with
         /// the recording's link.
         attach_recording: bool,
@@ -314,7 +317,7 @@ pub enum Node {
     /// Say goodbye and hang up.
     Hangup {
         /// Spoken before hanging up.
-        text: Option<String>,
+        text: Option<Prompt>,
     },
     /// Go to another node, in this or another flow.
     Goto {

@@ -33,8 +33,12 @@ pub enum Entry {
         records: Vec<Record>,
         /// An internal error recorded against the call.
         error: Option<String>,
-        /// The TwiML answered.
+        /// The answer, as the edge stores it for a retry.
         answer: String,
+        /// Whether the answer speaks the call's ticket number (false in entries of
+        /// earlier versions, whose answers are replayed as they were).
+        #[serde(default)]
+        answer_speaks_ticket: bool,
     },
     /// A status callback ([`StatusUpdate`]).
     Status {
@@ -60,6 +64,7 @@ impl Entry {
             records: batch.records.to_vec(),
             error: batch.error.map(str::to_owned),
             answer: batch.answer.to_string(),
+            answer_speaks_ticket: batch.answer_speaks_ticket,
         }
     }
 
@@ -97,6 +102,7 @@ impl Entry {
                 records,
                 error,
                 answer,
+                answer_speaks_ticket,
             } => store
                 .commit_step(&StepBatch {
                     call,
@@ -105,6 +111,7 @@ impl Entry {
                     records,
                     error: error.as_deref(),
                     answer,
+                    answer_speaks_ticket: *answer_speaks_ticket,
                 })
                 .await
                 .map(|_| ()),

@@ -112,14 +112,18 @@ pub struct StepBatch<'a> {
     pub records: &'a [Record],
     /// An internal error to record against the call.
     pub error: Option<&'a str>,
-    /// The TwiML answer, stored so that a retry hears the same; `{ticket_number}` unfilled.
+    /// The answer, stored so that a retry hears the same: opaque to storage (the edge
+    /// keeps its typed actions there; the TwiML is rendered after the commit).
     pub answer: &'a str,
+    /// Whether the answer speaks the call's ticket number: the commit then looks the
+    /// ticket up, returns it and keeps it with the answer for a retry.
+    pub answer_speaks_ticket: bool,
 }
 
 /// What a committed webhook answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    /// The call's latest ticket, to fill `{ticket_number}`: looked up only when the answer
+    /// The call's latest ticket, to speak or write its number: looked up only when the answer
     /// or a record of this webhook uses it, `None` otherwise (and stored with the webhook,
     /// for a retry's replay, only when its answer speaks the number).
     pub ticket: Option<TicketNumber>,

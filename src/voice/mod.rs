@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use safe_route::{error_route, fill_ticket, read_override, Before, Fault, ERROR_RECORD_DEADLINE};
+use safe_route::{error_route, read_override, Before, Fault, ERROR_RECORD_DEADLINE};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -322,10 +322,10 @@ pub async fn queue_wait(State(state): State<AppState>, hook: Webhook) -> TwiML {
         )
     });
     match step {
-        Ok(step) => TwiML(twiml::render(&step.actions, &state.style)),
+        Ok(step) => TwiML(twiml::render(&step.actions, &state.style, None)),
         Err(e) => {
             tracing::warn!(error = %crate::domain::redact_numbers(&e.to_string()), "queue wait: bad node");
-            TwiML(twiml::render(&[Action::Pause(20)], &state.style))
+            TwiML(twiml::render(&[Action::Pause(20)], &state.style, None))
         }
     }
 }
@@ -353,7 +353,7 @@ pub async fn fallback(State(state): State<AppState>, hook: Webhook) -> TwiML {
 /// `POST /voice/status`: a status callback. Stored even for calls we never saw.
 pub async fn status(State(state): State<AppState>, hook: Webhook) -> TwiML {
     let ctx = call_ctx(&state, &hook, "status");
-    let empty = TwiML(twiml::render(&[], &state.style));
+    let empty = TwiML(twiml::render(&[], &state.style, None));
     if ctx.sid.is_none() {
         tracing::warn!("status callback without a valid CallSid ignored");
         return empty;
@@ -443,22 +443,75 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         Ok(step) => step,
         Err((fault, e)) => return error_route(state, ctx, fault, &e, over).await,
     };
-    let answer = twiml::render(&step.actions, &state.style);
     let batch = StepBatch {
         call: &ctx.info,
         request_key: &ctx.key,
         at: now,
         records: &step.records,
         error: None,
-        answer: &answer,
+        answer: &kept(&step.actions),
+        answer_speaks_ticket: speaks_ticket(&step.actions),
     };
     match state.store.commit_step(&batch).await {
         Ok(done) => {
             log_step(ctx, &step, done.replay.is_some());
             count_step(state, ctx, &step.records, done.replay.is_some());
-            fill_ticket(done.replay.unwrap_or(answer), done.ticket)
+            answer(
+                state,
+                &step.actions,
+                done.replay.as_deref(),
+                done.ticket.as_ref(),
+            )
         }
         Err(e) => error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
+    }
+}
+
+/// What is kept with a webhook's records for a retry: its actions, typed (JSON). The
+/// TwiML is rendered from them once the records are committed, with the ticket the commit
+/// returns, and rendered again from them for a retry.
+fn kept(actions: &[Action]) -> String {
+    serde_json::to_string(actions).unwrap_or_default()
+}
+
+/// Whether the actions speak the call's ticket number.
+fn speaks_ticket(actions: &[Action]) -> bool {
+    actions.iter().any(|a| match a {
+        Action::Say(said) | Action::Gather { prompt: said, .. } => said.has_ticket(),
+        _ => false,
+    })
+}
+
+/// The TwiML answered after the commit: the stored actions when this webhook was answered
+/// before (a retry hears the same), else this step's.
+fn answer(
+    state: &AppState,
+    actions: &[Action],
+    replay: Option<&str>,
+    ticket: Option<&crate::domain::TicketNumber>,
+) -> TwiML {
+    match replay {
+        Some(kept) if kept.starts_with('<') => TwiML(kept_before_typed_prompts(kept, ticket)),
+        Some(kept) => match serde_json::from_str::<Vec<Action>>(kept) {
+            Ok(stored) => TwiML(twiml::render(&stored, &state.style, ticket)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a kept answer unreadable: this step's answered");
+                TwiML(twiml::render(actions, &state.style, ticket))
+            }
+        },
+        None => TwiML(twiml::render(actions, &state.style, ticket)),
+    }
+}
+
+/// An answer kept by a version before typed prompts: its TwiML, with the ticket number
+/// still a `{ticket_number}` placeholder in it, replayed as it was kept. Only webhooks
+/// answered before an upgrade and retried after it come here.
+fn kept_before_typed_prompts(twiml: &str, ticket: Option<&crate::domain::TicketNumber>) -> String {
+    match ticket {
+        Some(t) => twiml.replace("{ticket_number}", &t.spoken()),
+        None => twiml
+            .replace("ticket {ticket_number}", "your ticket")
+            .replace("{ticket_number}", "your ticket"),
     }
 }
 

@@ -2,12 +2,11 @@
 //! OOM when open, or voicemail and a ticket when closed), recorded against the call when
 //! the database allows; and the last resort, built from configuration alone.
 
-use super::{step_with_facts, CallCtx, TwiML};
+use super::{answer, kept, speaks_ticket, step_with_facts, CallCtx, TwiML};
 use crate::config::{Config, Target};
-use crate::domain::TicketNumber;
 use crate::flow::engine::{Action, CallState, Input, Step, Vars};
 use crate::flow::{NodeRef, ERROR_ENTRY};
-use crate::records::{Record, StepRecord};
+use crate::records::{Record, Said, StepRecord};
 use crate::state::AppState;
 use crate::storage::StepBatch;
 use crate::twiml::{self, Style};
@@ -59,22 +58,6 @@ pub(super) async fn read_override(state: &AppState) -> Option<crate::hours::Over
     }
 }
 
-/// Fills `{ticket_number}` in the TwiML with the ticket number spelled out for speech.
-pub(super) fn fill_ticket(answer: String, ticket: Option<TicketNumber>) -> TwiML {
-    if !answer.contains("{ticket_number}") {
-        return TwiML(answer);
-    }
-    match ticket {
-        Some(t) => TwiML(answer.replace("{ticket_number}", &t.spoken())),
-        // Journalled while the database is unavailable: the number is not known yet.
-        None => TwiML(
-            answer
-                .replace("ticket {ticket_number}", "your ticket")
-                .replace("{ticket_number}", "your ticket"),
-        ),
-    }
-}
-
 /// The apology and safe route after an internal error, recorded against the call when
 /// possible: Guest Care OOM when open, voicemail and a ticket when closed. A voicemail
 /// already left is kept and a transfer already made is not dialled again.
@@ -104,7 +87,7 @@ pub(super) async fn error_route(
     let mut records = vec![Record::Step(StepRecord {
         node: ERROR_ENTRY.into(),
         kind: "error".into(),
-        said: String::new(),
+        said: Said::default(),
         digits: None,
         result: error.chars().take(500).collect(),
         data: Default::default(),
@@ -140,13 +123,12 @@ pub(super) async fn error_route(
         }
     };
     records.append(&mut step.records);
-    let answer = twiml::render(&step.actions, &state.style);
     if ctx.sid.is_none() {
         tracing::warn!(
             event = ctx.event,
             "webhook without a valid CallSid: nothing recorded"
         );
-        return fill_ticket(answer, None);
+        return answer(state, &step.actions, None, None);
     }
     let key = format!("{}:error", ctx.key);
     let batch = StepBatch {
@@ -155,17 +137,23 @@ pub(super) async fn error_route(
         at: now,
         records: &records,
         error: Some(error),
-        answer: &answer,
+        answer: &kept(&step.actions),
+        answer_speaks_ticket: speaks_ticket(&step.actions),
     };
     match tokio::time::timeout(ERROR_RECORD_DEADLINE, state.store.commit_step(&batch)).await {
-        Ok(Ok(done)) => fill_ticket(done.replay.unwrap_or(answer), done.ticket),
+        Ok(Ok(done)) => answer(
+            state,
+            &step.actions,
+            done.replay.as_deref(),
+            done.ticket.as_ref(),
+        ),
         Ok(Err(e)) => {
             tracing::error!(call_sid = %ctx.info.call_sid, error = %e, "error route not recorded");
-            fill_ticket(answer, None)
+            answer(state, &step.actions, None, None)
         }
         Err(_) => {
             tracing::error!(call_sid = %ctx.info.call_sid, "error route not recorded in time");
-            fill_ticket(answer, None)
+            answer(state, &step.actions, None, None)
         }
     }
 }
@@ -221,13 +209,16 @@ pub fn last_resort_twiml(config: &Config, style: &Style, open: bool, seq: u32) -
             },
         ],
         None => vec![
-            Action::Say(format!(
-                "We're sorry, we are having a technical problem and cannot take a message right now. \
-                 Please call back during Guest Care hours: {}. Goodbye.",
-                config.schedule.describe()
+            Action::Say(Said::from(
+                format!(
+                    "We're sorry, we are having a technical problem and cannot take a message right now. \
+                     Please call back during Guest Care hours: {}. Goodbye.",
+                    config.schedule.describe()
+                )
+                .as_str(),
             )),
             Action::Hangup,
         ],
     };
-    twiml::render(&actions, style)
+    twiml::render(&actions, style, None)
 }

@@ -3,14 +3,16 @@
 //! Pure: no HTTP, SQL, XML or clock. The webhook edge turns `Action`s into TwiML and
 //! `Link`s into URLs, and commits the `Record`s before it answers.
 
+use super::prompt::{Part, Prompt};
 use super::{
     Entry, EntryFormat, FlowSet, Menu, Node, NodeRef, EXTERNAL_TICKET_VARS, TICKET_DUE_VAR,
 };
 use crate::config::{Config, Target};
 use crate::domain::TicketNumber;
 use crate::hours::OverrideState;
-use crate::records::{ExistingTicket, Record, StepRecord};
+use crate::records::{ExistingTicket, Record, Said, StepRecord};
 use chrono::{DateTime, Months, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod tickets;
@@ -82,7 +84,7 @@ impl Default for CallState {
 }
 
 /// Which question of an entry node a Gather answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Phase {
     /// The caller keys in a value (or a menu key).
     #[default]
@@ -140,7 +142,7 @@ pub enum Input {
 }
 
 /// Which webhook a link points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Endpoint {
     /// Gather action (menu answer) or its no-input redirect.
     Gather,
@@ -155,7 +157,7 @@ pub enum Endpoint {
 }
 
 /// A later webhook of this call, with the state it needs encoded in its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     /// Which webhook.
     pub endpoint: Endpoint,
@@ -175,15 +177,16 @@ pub struct Link {
     pub vars: Vars,
 }
 
-/// One thing the caller hears or the platform does.
-#[derive(Debug, Clone, PartialEq)]
+/// One thing the caller hears or the platform does; kept (as JSON) with a webhook's
+/// records, so that a retry is answered the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Speak.
-    Say(String),
+    Say(Said),
     /// Speak the prompt while waiting for keys.
     Gather {
         /// Prompt.
-        prompt: String,
+        prompt: Said,
         /// Seconds to wait.
         timeout: u32,
         /// Keys to collect: 1 for menus.
@@ -409,82 +412,44 @@ impl<'a> Run<'a, '_> {
             .is_open(self.env.now, self.env.hours_override)
     }
 
-    /// Fills the placeholders of a prompt. `{ticket_number}` is left for the edge,
-    /// which knows the number only once the ticket is committed.
-    fn render(&self, text: &str) -> String {
-        let c = self.env.config;
-        // Configured texts first: they may use the placeholders below, such as {website}.
-        // Two passes, so that a text may use another text.
-        let mut out = text.to_string();
-        for _ in 0..2 {
-            if !out.contains('{') {
-                return out;
-            }
-            for (name, value) in &c.texts {
-                let key = format!("{{{name}}}");
-                if out.contains(&key) {
-                    out = out.replace(&key, value);
+    /// A compiled prompt or staff text with the call's parts filled in: `spoken`, for the
+    /// caller (variables in words), or written, for staff (variables in their stored
+    /// form). `value` is the entry being read back. The ticket number stays a typed part
+    /// until the records are committed.
+    fn compose(&self, prompt: &Prompt, spoken: bool, value: Option<&str>) -> Said {
+        let mut out = Said::default();
+        for part in prompt.parts() {
+            match part {
+                Part::Text(t) => out.push_text(t),
+                Part::StoreName => out.push_text(self.env.store_name),
+                Part::CallbackBy => out.push_text(&self.callback_by()),
+                Part::Var(name) => {
+                    let value = self.state.vars.get(name).map(String::as_str).unwrap_or("");
+                    match self.flows.vars.get(name) {
+                        Some(kind) if spoken => {
+                            out.push_text(&say_value(*kind, value, self.env.config))
+                        }
+                        Some(kind) => out.push_text(&show_value(*kind, value, self.env.config)),
+                        None => out.push_text(value),
+                    }
                 }
-            }
-        }
-        // Each placeholder's value is worked out only when the text uses it: this runs for
-        // every prompt of every step.
-        let placeholders: [(&str, &dyn Fn() -> String); 8] = [
-            ("{callback_by}", &|| self.callback_by()),
-            ("{store_name}", &|| self.env.store_name.to_string()),
-            ("{review_days}", &|| {
-                c.shopping_dollars.review_days.to_string()
-            }),
-            ("{grace_days}", &|| {
-                c.shopping_dollars.grace_days.to_string()
-            }),
-            ("{brand}", &|| c.brand.clone()),
-            ("{website}", &|| c.website.clone()),
-            ("{texting_number}", &|| spaced(&c.texting_number)),
-            ("{hours}", &|| c.schedule.describe()),
-        ];
-        for (key, value) in placeholders {
-            if !out.contains('{') {
-                break;
-            }
-            if out.contains(key) {
-                out = out.replace(key, &value());
+                Part::Value => out.push_text(value.unwrap_or("")),
+                Part::Caller => out.push_text(self.env.caller),
+                Part::CallSid => out.push_text(self.env.call_sid),
+                Part::TicketNumber => out.push_ticket(),
             }
         }
         out
     }
 
-    /// Text for staff (ticket reasons, notifications): stored forms of variables.
-    fn render_for_staff(&self, text: &str) -> String {
-        let out = text
-            .replace("{store_name}", self.env.store_name)
-            .replace("{caller}", self.env.caller)
-            .replace("{call_sid}", self.env.call_sid);
-        self.fill_vars(out, false)
+    /// A prompt, as the caller hears it.
+    fn speak(&self, prompt: &Prompt) -> Said {
+        self.compose(prompt, true, None)
     }
 
-    /// A prompt: configured texts, placeholders and variables in words.
-    fn speak(&self, text: &str) -> String {
-        self.fill_vars(self.render(text), true)
-    }
-
-    fn fill_vars(&self, mut text: String, spoken: bool) -> String {
-        if !text.contains("{var.") {
-            return text;
-        }
-        for (name, kind) in &self.flows.vars {
-            let key = format!("{{var.{name}}}");
-            if text.contains(&key) {
-                let value = self.state.vars.get(name).map(String::as_str).unwrap_or("");
-                let shown = if spoken {
-                    say_value(*kind, value, self.env.config)
-                } else {
-                    show_value(*kind, value, self.env.config)
-                };
-                text = text.replace(&key, &shown);
-            }
-        }
-        text
+    /// Text for staff (ticket reasons, notifications).
+    fn for_staff(&self, text: &Prompt) -> Said {
+        self.compose(text, false, None)
     }
 
     fn link(&self, endpoint: Endpoint, node: &NodeRef, attempt: u32, silence: bool) -> Link {
@@ -515,7 +480,7 @@ impl<'a> Run<'a, '_> {
         &mut self,
         node: &NodeRef,
         kind: &str,
-        said: &str,
+        said: &Said,
         digits: Option<&str>,
         result: String,
     ) {
@@ -526,7 +491,7 @@ impl<'a> Run<'a, '_> {
         &mut self,
         node: &NodeRef,
         kind: &str,
-        said: &str,
+        said: &Said,
         digits: Option<&str>,
         result: String,
         data: BTreeMap<String, String>,
@@ -534,7 +499,7 @@ impl<'a> Run<'a, '_> {
         self.out.records.push(Record::Step(StepRecord {
             node: node.to_string(),
             kind: kind.into(),
-            said: said.into(),
+            said: said.clone(),
             digits: digits.map(str::to_owned),
             result,
             data,
@@ -545,7 +510,7 @@ impl<'a> Run<'a, '_> {
         self.out.records.push(Record::Outcome { value, replace });
     }
 
-    fn say(&mut self, text: String) -> String {
+    fn say(&mut self, text: Said) -> Said {
         self.out.actions.push(Action::Say(text.clone()));
         text
     }
@@ -555,14 +520,17 @@ impl<'a> Run<'a, '_> {
     fn ask(
         &mut self,
         node: &NodeRef,
-        prompt: &str,
-        lead: Option<&str>,
+        prompt: Said,
+        lead: Option<&Prompt>,
         attempt: u32,
         keys: Keys,
-    ) -> String {
-        let prompt = self.speak(prompt);
+    ) -> Said {
         let said = match lead {
-            Some(l) => format!("{} {prompt}", self.speak(l)),
+            Some(l) => {
+                let mut said = self.speak(l);
+                said.append(prompt);
+                said
+            }
             None => prompt,
         };
         let mut action = self.link(Endpoint::Gather, node, attempt, false);
@@ -582,18 +550,26 @@ impl<'a> Run<'a, '_> {
     }
 
     /// Asks a menu's question: one key.
-    fn gather(&mut self, node: &NodeRef, menu: &Menu, attempt: u32, lead: Option<&str>) -> String {
-        self.ask(node, &menu.prompt, lead, attempt, Keys::one(menu.timeout))
+    fn gather(&mut self, node: &NodeRef, menu: &Menu, attempt: u32, lead: Option<&Prompt>) -> Said {
+        let prompt = self.speak(&menu.prompt);
+        self.ask(node, prompt, lead, attempt, Keys::one(menu.timeout))
     }
 
     /// Asks for an entry's value.
-    fn ask_entry(&mut self, node: &NodeRef, e: &Entry, attempt: u32, lead: Option<&str>) -> String {
+    fn ask_entry(
+        &mut self,
+        node: &NodeRef,
+        e: &Entry,
+        attempt: u32,
+        lead: Option<&Prompt>,
+    ) -> Said {
         let keys = Keys {
             num_digits: e.max_digits,
             finish_on_key: true,
             ..Keys::one(e.timeout)
         };
-        self.ask(node, &e.prompt, lead, attempt, keys)
+        let prompt = self.speak(&e.prompt);
+        self.ask(node, prompt, lead, attempt, keys)
     }
 
     /// Reads a value back and asks 1 = correct, 2 = enter again.
@@ -603,24 +579,19 @@ impl<'a> Run<'a, '_> {
         e: &Entry,
         attempt: u32,
         value: &str,
-        lead: Option<&str>,
-    ) -> String {
+        lead: Option<&Prompt>,
+    ) -> Said {
         let from_caller = e.confirm_caller.is_some() && value == self.env.caller;
         let (template, shown) = match (&e.confirm_caller, from_caller) {
-            (Some(t), true) => (t.as_str(), say_last_four(value)),
-            _ => (e.confirm.as_str(), say_entry(e.format, value)),
+            (Some(t), true) => (t, say_last_four(value)),
+            _ => (&e.confirm, say_entry(e.format, value)),
         };
         let keys = Keys {
             phase: Phase::Confirm,
             pending: Some(value.to_string()),
             ..Keys::one(5)
         };
-        self.ask(
-            node,
-            &template.replace("{value}", &shown),
-            lead,
-            attempt,
-            keys,
-        )
+        let prompt = self.compose(template, true, Some(&shown));
+        self.ask(node, prompt, lead, attempt, keys)
     }
 }

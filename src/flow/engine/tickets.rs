@@ -11,7 +11,7 @@ impl Run<'_, '_> {
         &mut self,
         node: &NodeRef,
         category: &str,
-        reason: String,
+        reason: Said,
         recording_url: Option<String>,
     ) -> Result<String, EngineError> {
         let path = node.to_string();
@@ -88,7 +88,7 @@ impl Run<'_, '_> {
         self.record_step(
             &node,
             "transfer",
-            "",
+            &Said::default(),
             None,
             "caller hung up in the queue".into(),
         );
@@ -152,7 +152,14 @@ impl Run<'_, '_> {
                 Some("1") => {
                     self.state.vars.insert(e.var.clone(), value.clone());
                     let data = BTreeMap::from([(e.var.clone(), value.clone())]);
-                    self.record_data(&node, "entry", "", Some("1"), "confirmed".into(), data);
+                    self.record_data(
+                        &node,
+                        "entry",
+                        &Said::default(),
+                        Some("1"),
+                        "confirmed".into(),
+                        data,
+                    );
                     self.walk(e.next.clone())
                 }
                 Some("2") => {
@@ -175,7 +182,13 @@ impl Run<'_, '_> {
                         e.attempts
                     );
                     if attempt >= e.attempts {
-                        self.record_step(&node, "entry", "", other, format!("{result}: fallback"));
+                        self.record_step(
+                            &node,
+                            "entry",
+                            &Said::default(),
+                            other,
+                            format!("{result}: fallback"),
+                        );
                         return self.walk(e.fallback.clone());
                     }
                     let said = self.ask_confirm(&node, e, attempt + 1, &value, Some(lead));
@@ -217,12 +230,18 @@ impl Run<'_, '_> {
         e: &Entry,
         attempt: u32,
         keys: Option<&str>,
-        lead: &str,
+        lead: &Prompt,
         what: &str,
     ) -> Result<(), EngineError> {
         let result = format!("refused: {what} (attempt {attempt} of {})", e.attempts);
         if attempt >= e.attempts {
-            self.record_step(&node, "entry", "", keys, format!("{result}: fallback"));
+            self.record_step(
+                &node,
+                "entry",
+                &Said::default(),
+                keys,
+                format!("{result}: fallback"),
+            );
             return self.walk(e.fallback.clone());
         }
         let said = self.ask_entry(&node, e, attempt + 1, Some(lead));
@@ -311,16 +330,16 @@ mod tests {
             node: "n".into(),
         };
         Entry {
-            prompt: String::new(),
+            prompt: Default::default(),
             format: EntryFormat::Date,
             var: "d".into(),
             min_digits: 8,
             max_digits: 8,
-            confirm: String::new(),
+            confirm: Default::default(),
             confirm_caller: None,
             errors: BTreeMap::new(),
-            no_input: String::new(),
-            invalid: String::new(),
+            no_input: Default::default(),
+            invalid: Default::default(),
             fallback: r.clone(),
             attempts: 3,
             timeout: 10,

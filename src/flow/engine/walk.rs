@@ -32,9 +32,9 @@ impl Run<'_, '_> {
                         .and_then(|v| self.state.vars.get(v))
                         .filter(|u| !u.is_empty())
                         .cloned();
-                    let reason = self.render_for_staff(reason);
+                    let reason = self.for_staff(reason);
                     let result = self.open_ticket(&current, category, reason, recording_url)?;
-                    self.record_step(&current, kind, "", None, result);
+                    self.record_step(&current, kind, &Said::default(), None, result);
                     current = next.clone();
                 }
                 Node::Notify {
@@ -54,8 +54,8 @@ impl Run<'_, '_> {
                     self.out.records.push(Record::Notification {
                         contact: contact.clone(),
                         address,
-                        subject: self.render_for_staff(subject),
-                        body: self.render_for_staff(body),
+                        subject: self.for_staff(subject),
+                        body: self.for_staff(body),
                         recording_wait_until: attach_recording.then(|| {
                             self.env.now
                                 + chrono::Duration::from_std(
@@ -64,13 +64,19 @@ impl Run<'_, '_> {
                                 .unwrap_or_default()
                         }),
                     });
-                    self.record_step(&current, kind, "", None, format!("notified {contact}"));
+                    self.record_step(
+                        &current,
+                        kind,
+                        &Said::default(),
+                        None,
+                        format!("notified {contact}"),
+                    );
                     current = next.clone();
                 }
                 Node::Hours { open, closed } => {
                     let is_open = self.open();
                     let result = if is_open { "open" } else { "closed" };
-                    self.record_step(&current, kind, "", None, result.into());
+                    self.record_step(&current, kind, &Said::default(), None, result.into());
                     current = if is_open {
                         open.clone()
                     } else {
@@ -78,7 +84,7 @@ impl Run<'_, '_> {
                     };
                 }
                 Node::Goto { next } => {
-                    self.record_step(&current, kind, "", None, format!("to {next}"));
+                    self.record_step(&current, kind, &Said::default(), None, format!("to {next}"));
                     current = next.clone();
                 }
                 Node::Transfer(t) => {
@@ -86,7 +92,7 @@ impl Run<'_, '_> {
                         self.record_step(
                             &current,
                             kind,
-                            "",
+                            &Said::default(),
                             None,
                             format!("{} not reached: Guest Care closed", t.target),
                         );
@@ -111,7 +117,7 @@ impl Run<'_, '_> {
                     self.record_step(
                         &current,
                         kind,
-                        "",
+                        &Said::default(),
                         None,
                         format!("transferring to {}", t.target),
                     );
@@ -123,9 +129,9 @@ impl Run<'_, '_> {
                     // at the tone still leaves a ticket to call back.
                     if let Some((category, reason)) = &v.ticket {
                         if !self.has_ticket()? {
-                            let reason = self.render_for_staff(reason);
+                            let reason = self.for_staff(reason);
                             let result = self.open_ticket(&current, category, reason, None)?;
-                            self.record_step(&current, kind, "", None, result);
+                            self.record_step(&current, kind, &Said::default(), None, result);
                         }
                     }
                     let said = self.say(self.speak(&v.prompt));
@@ -186,7 +192,7 @@ impl Run<'_, '_> {
                     self.record_data(
                         &current,
                         kind,
-                        "",
+                        &Said::default(),
                         None,
                         format!(
                             "{decision}: {days} days since purchase, paid {}",
@@ -217,7 +223,7 @@ impl Run<'_, '_> {
                             let due = now + chrono::Duration::hours(i64::from(t.due_hours));
                             self.out.records.push(Record::Ticket {
                                 category: t.category.clone(),
-                                reason: self.render_for_staff(&t.reason),
+                                reason: self.for_staff(&t.reason),
                                 external_ref: Some(external_ref.clone()),
                                 due_at: Some(due),
                                 recording_url: None,
@@ -263,13 +269,13 @@ impl Run<'_, '_> {
                             (result, next)
                         }
                     };
-                    self.record_data(&current, kind, "", None, result, data);
+                    self.record_data(&current, kind, &Said::default(), None, result, data);
                     current = next.clone();
                 }
                 Node::Hangup { text } => {
                     let said = match text {
                         Some(t) => self.say(self.speak(t)),
-                        None => String::new(),
+                        None => Said::default(),
                     };
                     self.out.actions.push(Action::Hangup);
                     self.record_step(&current, kind, &said, None, "hung up".into());
@@ -316,7 +322,7 @@ impl Run<'_, '_> {
                 self.record_data(
                     &node,
                     "menu",
-                    "",
+                    &Said::default(),
                     Some(&keys),
                     format!("chose {keys}"),
                     data,
@@ -340,14 +346,14 @@ impl Run<'_, '_> {
         menu: &Menu,
         attempt: u32,
         keys: Option<&str>,
-        lead: &str,
+        lead: &Prompt,
         what: &str,
     ) -> Result<(), EngineError> {
         if attempt >= menu.attempts {
             self.record_step(
                 &node,
                 "menu",
-                "",
+                &Said::default(),
                 keys,
                 format!("{what} (attempt {attempt} of {}): fallback", menu.attempts),
             );
@@ -372,12 +378,18 @@ impl Run<'_, '_> {
     ) -> Result<(), EngineError> {
         let t = self.transfer(&node)?;
         if done {
-            self.record_step(&node, "transfer", "", None, status.into());
+            self.record_step(&node, "transfer", &Said::default(), None, status.into());
             self.outcome(format!("transferred:{}", t.target), true);
             self.out.actions.push(Action::Hangup);
             return Ok(());
         }
-        self.record_step(&node, "transfer", "", None, format!("failed: {status}"));
+        self.record_step(
+            &node,
+            "transfer",
+            &Said::default(),
+            None,
+            format!("failed: {status}"),
+        );
         self.outcome(format!("transfer_failed:{}", t.target), true);
         self.walk(t.failed.clone())
     }
@@ -410,7 +422,7 @@ impl Run<'_, '_> {
             }
             None => ("nothing recorded".into(), "voicemail_empty"),
         };
-        self.record_step(&node, "voicemail", "", None, result);
+        self.record_step(&node, "voicemail", &Said::default(), None, result);
         self.outcome(outcome.into(), true);
         self.walk(v.next.clone())
     }

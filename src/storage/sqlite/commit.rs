@@ -15,6 +15,7 @@ pub(super) struct OwnedStep {
     pub(super) records: Vec<Record>,
     pub(super) error: Option<String>,
     pub(super) answer: String,
+    pub(super) answer_speaks_ticket: bool,
 }
 
 /// The call's row number (see migration 0006), its row first written if this is its first
@@ -50,15 +51,6 @@ pub(super) fn call_id(
     Ok(tx.last_insert_rowid())
 }
 
-pub(super) fn fill_ticket(text: &str, ticket: Option<TicketNumber>) -> std::borrow::Cow<'_, str> {
-    match ticket {
-        Some(t) if text.contains(TICKET_NUMBER) => {
-            text.replace(TICKET_NUMBER, &t.to_string()).into()
-        }
-        _ => text.into(),
-    }
-}
-
 impl OwnedStep {
     pub(super) fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<Committed> {
         let (sid, key, at) = (
@@ -88,7 +80,7 @@ impl OwnedStep {
         }
         // The call's ticket so far is looked up only when this webhook uses it: most steps
         // neither speak its number nor attach anything to it.
-        let speaks_ticket = self.answer.contains(TICKET_NUMBER);
+        let speaks_ticket = self.answer_speaks_ticket;
         let mut ticket: Option<TicketNumber> = if speaks_ticket || self.records_use_call_ticket() {
             tx.prepare_cached(CALL_LATEST_TICKET)?
                 .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
@@ -123,7 +115,7 @@ impl OwnedStep {
                         at,
                         node,
                         kind,
-                        fill_ticket(said, ticket),
+                        said.written(ticket.as_ref()),
                         digits,
                         result,
                         data
@@ -148,7 +140,7 @@ impl OwnedStep {
                             key,
                             idx,
                             category,
-                            fill_ticket(reason, ticket),
+                            reason.written(ticket.as_ref()),
                             self.call.from,
                             at,
                             external_ref,
@@ -186,8 +178,8 @@ impl OwnedStep {
                         idx,
                         contact,
                         address,
-                        fill_ticket(subject, ticket),
-                        fill_ticket(body, ticket),
+                        subject.written(ticket.as_ref()),
+                        body.written(ticket.as_ref()),
                         at,
                         recording_wait_until.map_or(at, to_millis),
                         recording_wait_until.is_some()
@@ -257,8 +249,8 @@ impl OwnedStep {
     /// write its number, or to attach a notification or a recording.
     fn records_use_call_ticket(&self) -> bool {
         self.records.iter().any(|r| match r {
-            Record::Step(s) => s.said.contains(TICKET_NUMBER),
-            Record::Ticket { reason, .. } => reason.contains(TICKET_NUMBER),
+            Record::Step(s) => s.said.has_ticket(),
+            Record::Ticket { reason, .. } => reason.has_ticket(),
             Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => false,
             Record::Notification { .. } | Record::Recording { .. } => true,
         })
@@ -282,9 +274,6 @@ pub(super) fn release_held_notifications(
 /// After the call ends, how long its e-mails wait for a voicemail callback that may still
 /// arrive (the platform sends the two in either order).
 pub(super) const RELEASE_AFTER_END_MS: i64 = 30_000;
-
-/// The placeholder filled with the call's ticket number once it is known.
-pub(super) const TICKET_NUMBER: &str = "{ticket_number}";
 
 pub(super) struct OwnedStatus {
     pub(super) call: CallInfo,

@@ -21,7 +21,7 @@ use crate::config::SqliteSync as SyncMode;
 use crate::storage::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -108,6 +108,8 @@ impl HotPath {
         let checkpoint_guard = guard.clone();
         let commits = Arc::new(AtomicU64::new(0));
         let checkpoint_commits = commits.clone();
+        let disk_full = Arc::new(AtomicBool::new(false));
+        let checkpoint_disk_full = disk_full.clone();
         let (checkpoints, requests) = mpsc::channel::<oneshot::Sender<StoreResult<()>>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -123,7 +125,10 @@ impl HotPath {
                 loop {
                     let request = requests.recv_timeout(CHECKPOINT_EVERY);
                     let commits = checkpoint_commits.load(Ordering::Acquire);
-                    if request.is_err() && caught_up && commits == seen_commits {
+                    // Nor while the disk is full: a pass that grows the database file
+                    // would take the space the journal's reserve just gave back.
+                    let idle = caught_up && commits == seen_commits;
+                    if request.is_err() && (idle || checkpoint_disk_full.load(Ordering::Acquire)) {
                         continue;
                     }
                     if let (Err(e), Err(mpsc::RecvTimeoutError::Timeout)) =
@@ -166,7 +171,19 @@ impl HotPath {
                 let metrics = metrics.clone();
                 let guard = guard.clone();
                 let commits = commits.clone();
-                move || write_loop(writer, write_queue, &metrics, &guard, &commits)
+                let disk_full = disk_full.clone();
+                move || {
+                    write_loop(
+                        writer,
+                        write_queue,
+                        &metrics,
+                        &guard,
+                        &WriterSignals {
+                            commits: &commits,
+                            disk_full: &disk_full,
+                        },
+                    )
+                }
             })
             .map_err(StoreError::journal)?;
         std::thread::Builder::new()
@@ -228,6 +245,7 @@ impl HotPath {
             records: batch.records.to_vec(),
             error: batch.error.map(str::to_string),
             answer: batch.answer.to_string(),
+            answer_speaks_ticket: batch.answer_speaks_ticket,
         };
         match self
             .write(Box::new(move |tx| owned.apply(tx).map(Done::Step)))
@@ -333,13 +351,36 @@ fn existing_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExistingTicket> {
     })
 }
 
+/// What the writer tells the checkpointer.
+struct WriterSignals<'a> {
+    /// Transactions committed (see `HotPath::commits`).
+    commits: &'a AtomicU64,
+    /// Set while the last commit failed for want of disk space.
+    disk_full: &'a AtomicBool,
+}
+
+impl WriterSignals<'_> {
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
+        self.disk_full.store(false, Ordering::Release);
+    }
+
+    fn failed(&self, e: &rusqlite::Error) {
+        if let rusqlite::Error::SqliteFailure(f, _) = e {
+            if f.code == rusqlite::ErrorCode::DiskFull {
+                self.disk_full.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
 /// The writer thread: group commit until every handle is gone.
 fn write_loop(
     mut conn: Connection,
     queue: mpsc::Receiver<WriteJob>,
     metrics: &WriteMetrics,
     guard: &FileGuard,
-    commits: &AtomicU64,
+    signals: &WriterSignals<'_>,
 ) {
     let mut group: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = queue.recv() {
@@ -358,25 +399,28 @@ fn write_loop(
         }
         match commit_group(&mut conn, &group) {
             Ok(results) => {
-                commits.fetch_add(1, Ordering::Release);
+                signals.committed();
                 metrics.group_size.observe(group.len() as f64);
                 for (job, done) in group.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(done));
                 }
             }
             Err(e) if group.len() == 1 => {
+                signals.failed(&e);
                 if let Some(job) = group.pop() {
                     let _ = job.reply.send(Err(e.into()));
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                signals.failed(&e);
                 // One job spoiled the group: each on its own, so only it fails.
                 for job in group.drain(..) {
                     let result = commit_group(&mut conn, std::slice::from_ref(&job))
+                        .inspect_err(|e| signals.failed(e))
                         .map_err(StoreError::from)
                         .and_then(|mut r| r.pop().ok_or_else(StoreError::writer_gone));
                     if result.is_ok() {
-                        commits.fetch_add(1, Ordering::Release);
+                        signals.committed();
                         metrics.group_size.observe(1.0);
                     }
                     let _ = job.reply.send(result);
