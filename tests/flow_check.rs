@@ -93,6 +93,12 @@ fn every_class_of_flow_error_is_reported_with_file_node_and_line() {
         ),
         ("menu_without_fallback", "needs `fallback`", Some("a"), 3),
         ("star_option", "`*` is reserved", Some("a"), 3),
+        (
+            "option_without_label",
+            "option `2` needs a `label`",
+            Some("a"),
+            3,
+        ),
         ("no_way_out", "has no way out", Some("a"), 3),
         (
             "loop_without_waiting",

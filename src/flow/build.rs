@@ -4,6 +4,9 @@ use super::check::NodeCtx;
 use super::raw::RawNode;
 use super::*;
 
+/// Longest menu option label, in bytes: an announcement to an agent, not a prompt.
+const MAX_LABEL: usize = 80;
+
 impl NodeCtx<'_, '_> {
     pub(super) fn entry(&mut self, raw: RawNode, p: &[&str]) -> Option<Node> {
         let kind = "entry";
@@ -272,6 +275,7 @@ impl NodeCtx<'_, '_> {
                     }
                 };
                 let mut options = Vec::new();
+                let mut labels = BTreeMap::new();
                 let mut sets = BTreeMap::new();
                 let mut seen = BTreeSet::new();
                 let raw_options = raw.options.unwrap_or_default();
@@ -301,6 +305,19 @@ impl NodeCtx<'_, '_> {
                     if let Some(r) = self.parse_ref(&o.next, "options.next") {
                         options.push((digit, r));
                     }
+                    match o.label.as_deref().map(str::trim) {
+                        Some(l) if !l.is_empty() && l.len() <= MAX_LABEL && !l.contains('{') => {
+                            labels.insert(digit, l.to_string());
+                        }
+                        Some(_) => self.err(format!(
+                            "option `{digit}`'s `label` must be 1 to {MAX_LABEL} characters of \
+                             plain text (no placeholders)"
+                        )),
+                        None => self.err(format!(
+                            "option `{digit}` needs a `label`: the caller's concern in a few words, \
+                             as the agent who takes a transfer hears it (\"a delivery date\")"
+                        )),
+                    }
                     if !o.set.is_empty() {
                         let mut assigned = Vec::new();
                         for (name, value) in o.set {
@@ -325,6 +342,7 @@ impl NodeCtx<'_, '_> {
                 Some(Node::Menu(Menu {
                     prompt: prompt?,
                     options,
+                    labels,
                     sets,
                     no_input: no_input?,
                     invalid: invalid?,

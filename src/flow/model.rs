@@ -127,6 +127,8 @@ pub struct Menu {
     pub prompt: Prompt,
     /// Key → node.
     pub options: Vec<(char, NodeRef)>,
+    /// Key → the concern in a few words (`label`), for the agent who takes a transfer.
+    pub labels: BTreeMap<char, String>,
     /// Key → call variables the choice sets (`set = { paid = "yes" }`).
     pub sets: BTreeMap<char, Vec<(String, String)>>,
     /// Said before the prompt is repeated after silence.

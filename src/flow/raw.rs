@@ -69,6 +69,8 @@ pub(super) struct RawNode {
 pub(super) struct RawOption {
     pub(super) digit: String,
     pub(super) next: String,
+    /// The concern in a few words, told to the agent who takes a transfer.
+    pub(super) label: Option<String>,
     #[serde(default)]
     pub(super) set: BTreeMap<String, String>,
 }
