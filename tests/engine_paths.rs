@@ -32,6 +32,8 @@ struct Walked {
     tickets: Vec<String>,
     outcome: Option<String>,
     said: String,
+    /// The labels of the menu options chosen, in order.
+    concerns: Vec<String>,
 }
 
 fn config() -> Config {
@@ -75,6 +77,7 @@ fn walk(flows: &FlowSet, config: &Config, flow: &str, keys: &[&str], now: DateTi
         tickets: Vec::new(),
         outcome: None,
         said: String::new(),
+        concerns: Vec::new(),
     };
     for _ in 0..50 {
         let env = Env {
@@ -107,6 +110,9 @@ fn walk(flows: &FlowSet, config: &Config, flow: &str, keys: &[&str], now: DateTi
                 Record::Step(s) => {
                     walked.said.push_str(&s.said.written(None));
                     walked.said.push('\n');
+                    if let Some(label) = s.data.get(engine::CHOSEN_LABEL) {
+                        walked.concerns.push(label.clone());
+                    }
                 }
                 _ => {}
             }
@@ -408,4 +414,40 @@ fn a_ticket_number_said_to_the_caller_is_a_typed_part_until_the_commit() {
         .contains(&format!("ticket {}", t.spoken())));
     assert!(goodbye.spoken(None).contains("your ticket"));
     assert!(!goodbye.spoken(None).contains('{'), "no placeholder left");
+}
+
+#[test]
+fn each_menu_choice_records_its_label_the_concern_in_words() {
+    let config = config();
+    let flows = flows(&config);
+    let open = a_time(&config, true);
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "store",
+            &["1", "2", "1"],
+            &[
+                "the purchase was delivered",
+                "a new concern",
+                "the order or delivery",
+            ],
+        ),
+        (
+            "guest_care",
+            &["1", "3", "1"],
+            &[
+                "an order or a delivery",
+                "cancelling the order",
+                "the promised delivery date was missed or changed",
+            ],
+        ),
+        (
+            "store",
+            &["9", "7", "1"],
+            &["a legal, insurance or agency matter", "a court summons"],
+        ),
+    ];
+    for (flow, keys, concerns) in cases {
+        let w = walk(&flows, &config, flow, keys, open);
+        assert_eq!(&w.concerns, concerns, "{flow} {keys:?}");
+    }
 }

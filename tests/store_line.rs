@@ -75,6 +75,15 @@ async fn delivered_and_already_with_guest_care_logs_a_follow_up_and_escalates() 
     );
     assert_eq!(rec["steps"][1]["digits"], "1");
     assert_eq!(rec["steps"][1]["result"], "chose 1");
+    // The API shows each choice's label: the concern in words, as an agent will hear it.
+    assert_eq!(
+        rec["steps"][1]["data"]["label"],
+        "the purchase was delivered"
+    );
+    assert_eq!(
+        rec["steps"][3]["data"]["label"],
+        "a concern Guest Care is already working on, to escalate"
+    );
     assert_eq!(rec["tickets"][0]["caller_number"], CALLER);
     assert_eq!(rec["tickets"][0]["status"], "open");
     assert!(rec["tickets"][0]["number"]

@@ -22,6 +22,9 @@ pub use super::speech::say_date;
 use super::speech::*;
 pub use tickets::validate_entry;
 
+/// The key of a menu step's data that holds the chosen option's `label`.
+pub const CHOSEN_LABEL: &str = "label";
+
 /// Call variables: what earlier steps of the call learned, carried in the call's URLs.
 pub type Vars = BTreeMap<String, String>;
 

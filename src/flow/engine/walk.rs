@@ -317,7 +317,12 @@ impl Run<'_, '_> {
         match chosen {
             Some((digit, next)) => {
                 let set = menu.sets.get(digit).cloned().unwrap_or_default();
-                let data: BTreeMap<String, String> = set.iter().cloned().collect();
+                let mut data: BTreeMap<String, String> = set.iter().cloned().collect();
+                // The concern in words, kept with the step: what an agent taking a transfer
+                // is told of the caller's path.
+                if let Some(label) = menu.labels.get(digit) {
+                    data.insert(CHOSEN_LABEL.into(), label.clone());
+                }
                 self.state.vars.extend(set);
                 self.record_data(
                     &node,
