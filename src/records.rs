@@ -116,11 +116,6 @@ impl Said {
         self.0.iter().any(|p| matches!(p, Piece::Ticket { .. }))
     }
 
-    /// Whether there is nothing to say.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// As the caller hears it.
     pub fn spoken(&self, ticket: Option<&TicketNumber>) -> String {
         self.fill_with(|out, _| match ticket {

@@ -40,6 +40,24 @@ fn config() -> Config {
     Config::from_toml("").expect("the default configuration")
 }
 
+/// What a step knows besides the call: a first-time caller at Store 1.
+fn env<'a>(
+    config: &'a Config,
+    now: DateTime<Utc>,
+    caller_tickets: Option<&'a BTreeMap<String, Option<ExistingTicket>>>,
+) -> Env<'a> {
+    Env {
+        config,
+        now,
+        hours_override: None,
+        store_name: "Store 1",
+        caller: "+12045551234",
+        call_sid: "CA00000000000000000000000000000001",
+        facts: None,
+        caller_tickets,
+    }
+}
+
 fn flows(config: &Config) -> FlowSet {
     ivr::flow::load_dir(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows")),
@@ -80,16 +98,7 @@ fn walk(flows: &FlowSet, config: &Config, flow: &str, keys: &[&str], now: DateTi
         concerns: Vec::new(),
     };
     for _ in 0..50 {
-        let env = Env {
-            config,
-            now,
-            hours_override: None,
-            store_name: "Store 1",
-            caller: "+12045551234",
-            call_sid: "CA00000000000000000000000000000001",
-            facts: None,
-            caller_tickets: Some(&caller_tickets),
-        };
+        let env = env(config, now, Some(&caller_tickets));
         let step = match engine::step(flows, &env, state.clone(), input.clone()) {
             Ok(step) => step,
             Err(EngineError::NeedsCallerTicket { node }) => {
@@ -370,16 +379,7 @@ fn a_ticket_number_said_to_the_caller_is_a_typed_part_until_the_commit() {
     // The summons path speaks the ticket number after the voicemail.
     let w = walk(&flows, &config, "store", &["7", "1"], closed);
     assert_eq!(w.end, End::Voicemail);
-    let env = Env {
-        config: &config,
-        now: closed,
-        hours_override: None,
-        store_name: "Store 1",
-        caller: "+12045551234",
-        call_sid: "CA00000000000000000000000000000001",
-        facts: None,
-        caller_tickets: None,
-    };
+    let env = env(&config, closed, None);
     let node = ivr::flow::NodeRef::parse_qualified("legal.summons_voicemail").expect("a node");
     let step = engine::step(
         &flows,

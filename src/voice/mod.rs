@@ -12,7 +12,6 @@ use crate::domain::{CallSid, Digits, PhoneNumber};
 use crate::flow::engine::{
     self, Action, CallState, EngineError, Env, Input, Step, TicketFacts, Vars,
 };
-use crate::flow::NodeRef;
 use crate::records::{ExistingTicket, Record};
 use crate::state::AppState;
 use crate::storage::{CallInfo, StatusUpdate, StepBatch};
@@ -212,10 +211,6 @@ pub async fn incoming(State(state): State<AppState>, hook: Webhook) -> TwiML {
     .await
 }
 
-fn node_of(hook: &Webhook) -> Result<NodeRef, EngineError> {
-    hook.url.node()
-}
-
 /// The flow input of a menu's answer (`silence`: the redirect after no input).
 pub fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError> {
     let digits = if silence {
@@ -232,7 +227,7 @@ pub fn gather_input(hook: &Webhook, silence: bool) -> Result<Input, EngineError>
                 .unwrap_or_default(),
         )
     };
-    node_of(hook).map(|node| Input::Gather {
+    hook.url.node().map(|node| Input::Gather {
         node,
         attempt: hook.url.attempt.max(1),
         digits,
@@ -260,7 +255,7 @@ pub async fn gather(State(state): State<AppState>, hook: Webhook) -> TwiML {
 pub async fn dial(State(state): State<AppState>, hook: Webhook) -> TwiML {
     guarded(state, hook, "dial", |_, _, hook| {
         let status = hook.param("DialCallStatus").unwrap_or("failed").to_string();
-        node_of(hook).map(|node| Input::Dial { node, status })
+        hook.url.node().map(|node| Input::Dial { node, status })
     })
     .await
 }
@@ -269,7 +264,7 @@ pub async fn dial(State(state): State<AppState>, hook: Webhook) -> TwiML {
 pub async fn queue(State(state): State<AppState>, hook: Webhook) -> TwiML {
     guarded(state, hook, "queue", |_, _, hook| {
         let result = hook.param("QueueResult").unwrap_or("error").to_string();
-        node_of(hook).map(|node| Input::Queue { node, result })
+        hook.url.node().map(|node| Input::Queue { node, result })
     })
     .await
 }
@@ -278,7 +273,7 @@ pub async fn queue(State(state): State<AppState>, hook: Webhook) -> TwiML {
 pub async fn record(State(state): State<AppState>, hook: Webhook) -> TwiML {
     if hook.url.silence {
         guarded(state, hook, "silence", |_, _, hook| {
-            node_of(hook).map(|node| Input::Recorded {
+            hook.url.node().map(|node| Input::Recorded {
                 node,
                 url: None,
                 duration: None,
@@ -288,7 +283,7 @@ pub async fn record(State(state): State<AppState>, hook: Webhook) -> TwiML {
     } else {
         guarded(state, hook, "record", |_, _, hook| {
             let rec = recording_of(hook);
-            node_of(hook).map(|node| Input::Recorded {
+            hook.url.node().map(|node| Input::Recorded {
                 node,
                 duration: rec.as_ref().and_then(|r| r.1),
                 url: rec.map(|r| r.0),
@@ -313,7 +308,7 @@ pub async fn unknown(State(state): State<AppState>, hook: Webhook) -> TwiML {
 pub async fn queue_wait(State(state): State<AppState>, hook: Webhook) -> TwiML {
     let ctx = call_ctx(&state, &hook, "queue_wait");
     let env = env_for(&state, &ctx, state.now(), None);
-    let step = node_of(&hook).and_then(|node| {
+    let step = hook.url.node().and_then(|node| {
         engine::step(
             &state.flows,
             &env,

@@ -234,7 +234,7 @@ impl FileGuard {
         } else {
             match conn.execute("VACUUM INTO ?1", [&to]) {
                 Ok(_) => {
-                    let _ = crate::storage::journal::private_file(&self.db);
+                    let _ = crate::storage::private_file(&self.db);
                     format!(
                         "the database file {db} was deleted while in use; it was copied back \
                          from the open file, and the records since are in the journal"

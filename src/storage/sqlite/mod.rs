@@ -96,7 +96,7 @@ fn private_files(db: &std::path::Path) -> StoreResult<()> {
     if db.as_os_str().is_empty() || db.to_string_lossy().starts_with(':') {
         return Ok(());
     }
-    crate::storage::journal::private_file(db).map_err(error::db_file)?;
+    crate::storage::private_file(db).map_err(error::db_file)?;
     for suffix in ["-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
