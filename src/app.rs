@@ -88,6 +88,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/voice/record", post(voice::record))
         .route("/voice/queue", post(voice::queue))
         .route("/voice/queue/wait", post(voice::queue_wait))
+        .route("/voice/whisper", post(voice::whisper))
+        .route("/voice/screen", post(voice::screen))
         .route("/voice/status", post(voice::status))
         .route("/voice/fallback", post(voice::fallback))
         .route("/voice/", post(voice::unknown))

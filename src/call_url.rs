@@ -23,6 +23,8 @@ pub fn path(endpoint: Endpoint) -> &'static str {
         Endpoint::Record => "/voice/record",
         Endpoint::Queue => "/voice/queue",
         Endpoint::QueueWait => "/voice/queue/wait",
+        Endpoint::Whisper => "/voice/whisper",
+        Endpoint::Screen => "/voice/screen",
     }
 }
 

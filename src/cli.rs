@@ -47,6 +47,12 @@ pub enum FlowsCommand {
         /// Directory of flow files (default: the configured one, ivr_flows/).
         dir: Option<PathBuf>,
     },
+    /// Print the flows as a Graphviz DOT picture (menu options with their labels), for
+    /// `dot -Tsvg`.
+    Draw {
+        /// Directory of flow files (default: the configured one, ivr_flows/).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the command.
@@ -86,6 +92,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Flows {
+            command: FlowsCommand::Draw { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| config.flows_dir.clone());
+            match crate::flow::load_dir(&dir, &config) {
+                Ok(set) => {
+                    print!("{}", crate::flow::picture::dot(&set));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Flows {
             command: FlowsCommand::Check { dir },

@@ -122,36 +122,54 @@ fn write_action(w: &mut W, action: &Action, out: &Out<'_>) -> std::io::Result<()
             target,
             timeout,
             action,
+            whisper,
         } => {
-            w.create_element("Dial")
-                .with_attributes([
-                    ("action", style.url(action).as_str()),
-                    ("method", "POST"),
-                    ("timeout", timeout.to_string().as_str()),
-                ])
-                .write_inner_content(|w| {
-                    match target {
-                        Target::Number {
-                            number,
-                            send_digits,
-                        } => {
-                            let mut el = w.create_element("Number");
-                            if let Some(d) = send_digits {
-                                el = el.with_attribute(("sendDigits", d.as_str()));
-                            }
-                            el.write_text_content(BytesText::new(&xml_safe(number)))?;
+            let timeout = timeout.to_string();
+            let action = style.url(action);
+            let mut dial = w.create_element("Dial").with_attributes([
+                ("action", action.as_str()),
+                ("method", "POST"),
+                ("timeout", timeout.as_str()),
+            ]);
+            // A soft transfer: the guest keeps hearing ringing while the agent hears the
+            // whisper, and is connected only when that document ends.
+            let whisper = whisper.as_ref().map(|l| style.url(l));
+            if whisper.is_some() {
+                dial = dial.with_attribute(("answerOnBridge", "true"));
+            }
+            dial.write_inner_content(|w| {
+                match target {
+                    Target::Number {
+                        number,
+                        send_digits,
+                    } => {
+                        let mut el = w.create_element("Number");
+                        if let Some(d) = send_digits {
+                            el = el.with_attribute(("sendDigits", d.as_str()));
                         }
-                        Target::Sip { uri } => {
-                            w.create_element("Sip")
-                                .write_text_content(BytesText::new(&xml_safe(uri)))?;
+                        if let Some(url) = &whisper {
+                            el = el.with_attributes([
+                                ("url", url.as_str()),
+                                ("method", "POST"),
+                                ("machineDetection", "Enable"),
+                            ]);
                         }
-                        Target::Queue { name } => {
-                            w.create_element("Queue")
-                                .write_text_content(BytesText::new(&xml_safe(name)))?;
-                        }
+                        el.write_text_content(BytesText::new(&xml_safe(number)))?;
                     }
-                    Ok(())
-                })?;
+                    Target::Sip { uri } => {
+                        let mut el = w.create_element("Sip");
+                        if let Some(url) = &whisper {
+                            el = el.with_attributes([("url", url.as_str()), ("method", "POST")]);
+                        }
+                        el.write_text_content(BytesText::new(&xml_safe(uri)))?;
+                    }
+                    Target::Queue { name } => {
+                        w.create_element("Queue")
+                            .write_text_content(BytesText::new(&xml_safe(name)))?;
+                    }
+                }
+                Ok(())
+            })?;
         }
         Action::Enqueue {
             queue,
@@ -263,6 +281,7 @@ mod tests {
                 },
                 timeout: 30,
                 action: link(Endpoint::Dial, false),
+                whisper: None,
             }],
             &Style::default(),
             None,
@@ -271,5 +290,37 @@ mod tests {
             xml.contains("<Number sendDigits=\"ww5\">+18007373233</Number></Dial>"),
             "{xml}"
         );
+        assert!(
+            !xml.contains("answerOnBridge"),
+            "no whisper, no answerOnBridge"
+        );
+    }
+
+    #[test]
+    fn a_soft_transfer_whispers_to_the_agent_while_the_guest_hears_ringing() {
+        for target in [
+            Target::Sip {
+                uri: "sip:350152@pbx.example.com".into(),
+            },
+            Target::Number {
+                number: "+12045550100".into(),
+                send_digits: None,
+            },
+        ] {
+            let xml = render(
+                &[Action::Dial {
+                    target: target.clone(),
+                    timeout: 30,
+                    action: link(Endpoint::Dial, false),
+                    whisper: Some(link(Endpoint::Whisper, false)),
+                }],
+                &Style::default(),
+                None,
+            );
+            assert!(xml.contains("answerOnBridge=\"true\""), "{xml}");
+            assert!(xml.contains("url=\"/voice/whisper?"), "{xml}");
+            let machine = xml.contains("machineDetection=\"Enable\"");
+            assert_eq!(machine, matches!(target, Target::Number { .. }), "{xml}");
+        }
     }
 }

@@ -123,7 +123,7 @@ async fn make_calls(app: &TestApp) -> Vec<String> {
     app.clock.set(winnipeg(2026, 11, 24, 9, 0));
     let mut c = app.call(GUEST_CARE).await;
     c.press("2").await;
-    c.dial_ends("completed").await;
+    c.connects("after_sales").await;
     sids.push(c.sid.clone());
     app.clock.set(winnipeg(2026, 11, 25, 9, 0));
     let mut c = app.call(STORE).await;
@@ -257,4 +257,28 @@ async fn tickets_are_listed_with_status_and_category_filters() {
         .api(&format!("/api/tickets?limit=1&cursor={cursor}"))
         .await;
     assert_eq!(next["tickets"][0]["category"], "Initial");
+}
+
+#[tokio::test]
+async fn the_flows_are_served_as_a_picture_with_each_menu_options_label() {
+    let app = spawn_app().await;
+    let flows = app.api("/api/flows").await;
+    let edges = flows["edges"].as_array().expect("edges");
+    let option = edges
+        .iter()
+        .find(|e| e["from"] == "store.main" && e["digit"] == "2")
+        .expect("store.main option 2");
+    assert_eq!(option["to"], "orders.main");
+    assert_eq!(option["label"], "the purchase is not delivered yet");
+    let nodes = flows["nodes"].as_array().expect("nodes");
+    let transfer = nodes
+        .iter()
+        .find(|n| n["id"] == "store.service_transfer")
+        .expect("the after-sales transfer");
+    assert_eq!(transfer["kind"], "transfer");
+    assert_eq!(
+        transfer["transfer"],
+        serde_json::json!(["after_sales", "screen"])
+    );
+    assert_eq!(flows["starts"]["store"], "store.main");
 }

@@ -69,6 +69,14 @@ async fn transfer_call<'a>(app: &'a TestApp, t: &mut Timer) -> Call<'a> {
         t.lap(s);
     }
     assert_eq!(call.dialled(), expect(OOM), "{}", call.xml);
+    // The agent's leg: the whisper, then the agent's key; each a webhook of the call.
+    let s = Instant::now();
+    let mut agent = call.agent_answers(Some("human")).await;
+    t.lap(s);
+    let s = Instant::now();
+    agent.press("1").await;
+    t.lap(s);
+    assert!(agent.twiml.verbs().is_empty(), "connected: {}", agent.xml);
     let s = Instant::now();
     call.dial_ends("completed").await;
     t.lap(s);

@@ -55,6 +55,7 @@ fn env<'a>(
         call_sid: "CA00000000000000000000000000000001",
         facts: None,
         caller_tickets,
+        agent_leg: None,
     }
 }
 

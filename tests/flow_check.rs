@@ -127,6 +127,12 @@ fn every_class_of_flow_error_is_reported_with_file_node_and_line() {
             3,
         ),
         (
+            "whisper_on_send_digits",
+            "target `escalation` is reached through an IVR (send_digits)",
+            Some("a"),
+            4,
+        ),
+        (
             "queue_without_wait_message",
             "set `wait_message`",
             Some("a"),
@@ -222,6 +228,51 @@ fn ivr_flows_check_passes_the_shipped_flows() {
 }
 
 #[test]
+fn ivr_flows_draw_pictures_every_menu_option_with_its_label_and_each_transfers_whisper() {
+    let out = ivr(&["flows", "draw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(dot.starts_with("digraph flows {"), "{dot}");
+    for expected in [
+        r#""store.main" -> "store.delivered" [label="1: the purchase was delivered"];"#,
+        r#""store.new_concern_menu" -> "store.service_ticket" [label="2: service or a repair"];"#,
+        r#"[label="store.order_transfer\ntransfer to oom, whisper: screen"];"#,
+        r#""store.order_transfer" -> "common.transfer_failed" [label="not answered or declined"];"#,
+    ] {
+        assert!(dot.contains(expected), "missing {expected} in:\n{dot}");
+    }
+    // Every menu option of the shipped flows is drawn with a label.
+    let set = ivr::flow::load_dir(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows")),
+        &config(),
+    )
+    .unwrap_or_else(|p| panic!("{p}"));
+    let picture = ivr::flow::picture::picture(&set);
+    let options: Vec<_> = picture.edges.iter().filter(|e| e.digit.is_some()).collect();
+    assert!(options.len() > 20, "{}", options.len());
+    for e in options {
+        assert!(!e.label.is_empty(), "{e:?}");
+        let line = format!(
+            "-> \"{}\" [label=\"{}: {}\"]",
+            e.to,
+            e.digit.unwrap_or('?'),
+            e.label
+        );
+        assert!(dot.contains(&line), "missing {line}");
+    }
+    // The escalation line is an IVR: never a whisper.
+    assert!(
+        dot.contains("transfer to escalation, whisper: off"),
+        "{dot}"
+    );
+    assert!(!dot.contains("transfer to escalation, whisper: screen"));
+}
+
+#[test]
 fn ivr_flows_check_lists_every_problem_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     for (path, text) in read_dir(&Path::new(FIXTURES).join("base")) {
@@ -251,6 +302,7 @@ fn the_example_configuration_is_valid_and_matches_the_defaults() {
     let example = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e:#}"));
     let defaults = config();
     assert_eq!(example.targets, defaults.targets);
+    assert_eq!(example.whispers, defaults.whispers);
     assert_eq!(example.contacts, defaults.contacts);
     assert_eq!(example.texts, defaults.texts);
     assert_eq!(example.shopping_dollars, defaults.shopping_dollars);

@@ -41,6 +41,7 @@ async fn option_2_transfers_to_after_sales() {
     call.press("2").await;
     assert_eq!(call.dialled(), expect(AFTER_SALES));
     assert!(call.ticket_categories().await.is_empty());
+    call.agent_takes_the_call().await;
     call.dial_ends("answered").await;
     assert_eq!(call.record().await["outcome"], "transferred:after_sales");
 }

@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/calls/{call_sid}", get(get_call))
         .route("/api/tickets", get(list_tickets))
         .route("/api/hours", get(get_hours))
+        .route("/api/flows", get(get_flows))
         .route("/api/hours/override", put(put_override))
         .route(
             "/api/tickets/{number}",
@@ -367,6 +368,11 @@ async fn hours_view(state: &AppState) -> ApiResult<HoursView> {
         schedule: state.config.schedule.describe(),
         time_zone: state.config.schedule.tz.name().into(),
     }))
+}
+
+/// `GET /api/flows`: the flows as a picture: nodes, and ways out with menu options' labels.
+async fn get_flows(State(state): State<AppState>) -> ApiResult<crate::flow::picture::Picture> {
+    Ok(Json(crate::flow::picture::picture(&state.flows)))
 }
 
 async fn get_hours(State(state): State<AppState>) -> ApiResult<HoursView> {

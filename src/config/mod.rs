@@ -17,9 +17,12 @@
 
 mod sla;
 mod smtp;
+mod targets;
 
 pub use sla::{Due, FileSla, Sla};
 pub use smtp::{FileSmtp, SmtpSettings, TlsMode};
+use targets::{FilePbx, FileTarget, GUEST_CARE_NUMBER};
+pub use targets::{Target, Whisper};
 
 use crate::hours::{self, Schedule, Span};
 use anyhow::{anyhow, bail, Context};
@@ -31,28 +34,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use crate::domain::Secret;
-
-/// How a transfer target is reached.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Target {
-    /// A phone number, optionally followed by DTMF digits once answered (`w` waits half a second).
-    Number {
-        /// E.164 number.
-        number: String,
-        /// Digits to send after the call connects.
-        send_digits: Option<String>,
-    },
-    /// A SIP URI.
-    Sip {
-        /// `sip:` URI.
-        uri: String,
-    },
-    /// A Twilio queue the caller waits in.
-    Queue {
-        /// Queue name.
-        name: String,
-    },
-}
 
 /// Everything the server needs, read once at start-up.
 #[derive(Debug, Clone)]
@@ -85,6 +66,8 @@ pub struct Config {
     pub store_flow: String,
     /// Named transfer targets.
     pub targets: BTreeMap<String, Target>,
+    /// What the agent of each person-answered target hears first (absent: nothing).
+    pub whispers: BTreeMap<String, Whisper>,
     /// Guest Care hours.
     pub schedule: Schedule,
     /// Named contacts (e-mail addresses).
@@ -233,56 +216,10 @@ pub struct ShoppingDollarsRule {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FilePbx {
-    mode: Option<String>,
-    main_number: Option<String>,
-    sip_domain: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTarget {
-    extension: Option<String>,
-    number: Option<String>,
-    send_digits: Option<String>,
-    sip: Option<String>,
-    queue: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileHours {
     time_zone: Option<String>,
     holidays: Option<Vec<String>>,
     weekly: Option<BTreeMap<String, String>>,
-}
-
-const GUEST_CARE_NUMBER: &str = "+18007373233";
-
-fn default_targets() -> BTreeMap<String, FileTarget> {
-    let ext = |e: &str| FileTarget {
-        extension: Some(e.into()),
-        ..FileTarget::default()
-    };
-    BTreeMap::from([
-        ("oom".to_string(), ext("350152")),
-        ("after_sales".to_string(), ext("2005")),
-        (
-            "escalation".to_string(),
-            FileTarget {
-                number: Some(GUEST_CARE_NUMBER.into()),
-                send_digits: Some("ww5".into()),
-                ..FileTarget::default()
-            },
-        ),
-        (
-            "escalation_queue".to_string(),
-            FileTarget {
-                queue: Some("escalation".into()),
-                ..FileTarget::default()
-            },
-        ),
-    ])
 }
 
 fn default_texts() -> BTreeMap<String, String> {
@@ -370,67 +307,12 @@ impl Config {
             .parse()
             .context("listen must be an address like 127.0.0.1:8080")?;
 
-        // Extensions default to SIP URIs on a placeholder PBX domain: an unconfigured server
-        // reaches nobody (the caller gets voicemail and a ticket) rather than dialling itself.
-        let pbx_mode = file.pbx.mode.as_deref().unwrap_or("sip");
-        let sip_domain = file
-            .pbx
-            .sip_domain
-            .unwrap_or_else(|| "pbx.example.com".into());
         let guest_care_number = file
             .lines
             .guest_care
             .clone()
             .unwrap_or_else(|| GUEST_CARE_NUMBER.into());
-        let main_number = match (pbx_mode, file.pbx.main_number) {
-            ("dial", None) => bail!(
-                "pbx.mode = \"dial\" needs pbx.main_number, the PBX number that answers extensions"
-            ),
-            ("dial", Some(n)) if n == guest_care_number => bail!(
-                "pbx.main_number {n} is the Guest Care line this server answers: extensions would \
-                 dial back into the IVR. Use the PBX's own number, or pbx.mode = \"sip\""
-            ),
-            (_, n) => n.unwrap_or_default(),
-        };
-        let mut targets_file = default_targets();
-        targets_file.extend(file.targets);
-        let mut targets = BTreeMap::new();
-        for (name, t) in targets_file {
-            let target = match (t.extension, t.number, t.sip, t.queue) {
-                (Some(ext), None, None, None) => match pbx_mode {
-                    "sip" => Target::Sip {
-                        uri: format!("sip:{ext}@{sip_domain}"),
-                    },
-                    "dial" => Target::Number {
-                        number: main_number.clone(),
-                        send_digits: Some(format!("ww{ext}")),
-                    },
-                    other => bail!("pbx.mode must be \"dial\" or \"sip\", not {other:?}"),
-                },
-                (None, Some(number), None, None) => Target::Number {
-                    number,
-                    send_digits: t.send_digits,
-                },
-                (None, None, Some(uri), None) => Target::Sip { uri },
-                (None, None, None, Some(name)) => Target::Queue { name },
-                _ => bail!(
-                    "target {name:?} must have exactly one of extension, number, sip or queue"
-                ),
-            };
-            if let Target::Number {
-                send_digits: Some(d),
-                ..
-            } = &target
-            {
-                if !d
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b"wW*#".contains(&b))
-                {
-                    bail!("target {name:?}: send_digits may hold only 0-9, *, # and w");
-                }
-            }
-            targets.insert(name, target);
-        }
+        let (targets, whispers) = targets::resolve(file.pbx, file.targets, &guest_care_number)?;
 
         let tz_name = file
             .hours
@@ -518,6 +400,7 @@ impl Config {
                 .unwrap_or_else(|| "guest_care".into()),
             store_flow: file.lines.store_flow.unwrap_or_else(|| "store".into()),
             targets,
+            whispers,
             schedule: Schedule {
                 tz,
                 weekly,
@@ -651,6 +534,60 @@ mod tests {
             })
         );
         Ok(())
+    }
+
+    #[test]
+    fn extensions_screen_numbers_announce_and_ivrs_and_queues_have_no_whisper() -> anyhow::Result<()>
+    {
+        let cfg = Config::from_toml(
+            "[targets.duty_manager]\nnumber = \"+12045550150\"\n\
+             [targets.desk]\nsip = \"sip:desk@pbx.example.com\"\nscreen = true\n\
+             [targets.quiet]\nextension = \"2010\"\nscreen = false\n",
+        )?;
+        let w = |name: &str| cfg.whispers.get(name).copied().unwrap_or_default();
+        assert_eq!(w("oom"), Whisper::Screen);
+        assert_eq!(w("after_sales"), Whisper::Screen);
+        assert_eq!(
+            w("escalation"),
+            Whisper::Off,
+            "an IVR answers: dial, press 5"
+        );
+        assert_eq!(w("escalation_queue"), Whisper::Off);
+        assert_eq!(w("duty_manager"), Whisper::Announce);
+        assert_eq!(w("desk"), Whisper::Screen);
+        assert_eq!(w("quiet"), Whisper::Announce);
+        // In dial mode an extension is reached through the PBX's attendant: no whisper.
+        let dial = Config::from_toml("[pbx]\nmode = \"dial\"\nmain_number = \"+12045550199\"\n")?;
+        assert_eq!(dial.whispers.get("oom"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_whisper_on_an_ivr_or_a_queue_or_screening_without_one_is_refused() {
+        for (toml, expected) in [
+            (
+                "[targets.escalation]\nnumber = \"+18007373233\"\nsend_digits = \"ww5\"\nwhisper = true\n",
+                "reached through an IVR (send_digits)",
+            ),
+            (
+                "[targets.escalation]\nnumber = \"+18007373233\"\nsend_digits = \"ww5\"\nscreen = true\n",
+                "reached through an IVR (send_digits)",
+            ),
+            (
+                "[targets.escalation_queue]\nqueue = \"escalation\"\nscreen = true\n",
+                "is a queue",
+            ),
+            (
+                "[targets.oom]\nextension = \"350152\"\nwhisper = false\nscreen = true\n",
+                "screen = true needs the whisper",
+            ),
+        ] {
+            let err = Config::from_toml(toml)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
     }
 
     #[test]

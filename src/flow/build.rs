@@ -112,6 +112,42 @@ impl NodeCtx<'_, '_> {
         }))
     }
 
+    /// A transfer's whisper: the node's `whisper` over its target's. A target reached
+    /// through an IVR (`send_digits`) or a queue has nobody to hear one.
+    fn whisper(&mut self, name: &str, target: &Target, node: Option<bool>) -> Whisper {
+        let configured = self
+            .loader
+            .config
+            .whispers
+            .get(name)
+            .copied()
+            .unwrap_or_default();
+        match node {
+            None => configured,
+            Some(false) => Whisper::Off,
+            Some(true) => match target {
+                Target::Number {
+                    send_digits: Some(_),
+                    ..
+                } => {
+                    self.err(format!(
+                        "`whisper`: target `{name}` is reached through an IVR (send_digits), \
+                         where nobody hears a whisper or presses 1; remove `whisper`"
+                    ));
+                    Whisper::Off
+                }
+                Target::Queue { .. } => {
+                    self.err(format!(
+                        "`whisper` applies to people, and target `{name}` is a queue"
+                    ));
+                    Whisper::Off
+                }
+                _ if configured == Whisper::Off => Whisper::Announce,
+                _ => configured,
+            },
+        }
+    }
+
     pub(super) fn build(&mut self, raw: RawNode) -> Option<Node> {
         let Some(kind) = raw.kind.clone() else {
             self.err(format!("needs a `kind` ({})", KINDS.join(", ")));
@@ -123,7 +159,14 @@ impl NodeCtx<'_, '_> {
                 "prompt", "options", "no_input", "invalid", "fallback", "timeout", "attempts",
             ],
             "say" => &["text", "next"],
-            "transfer" => &["target", "closed", "failed", "wait_message", "abandoned"],
+            "transfer" => &[
+                "target",
+                "closed",
+                "failed",
+                "wait_message",
+                "abandoned",
+                "whisper",
+            ],
             "ticket" => &["category", "reason", "recording_var", "next"],
             "hours" => &["open", "closed"],
             "voicemail" => &[
@@ -196,6 +239,7 @@ impl NodeCtx<'_, '_> {
             ("open", raw.open.is_some()),
             ("failed", raw.failed.is_some()),
             ("wait_message", raw.wait_message.is_some()),
+            ("whisper", raw.whisper.is_some()),
             ("category", raw.category.is_some()),
             ("reason", raw.reason.is_some()),
             ("max_length", raw.max_length.is_some()),
@@ -389,6 +433,7 @@ impl NodeCtx<'_, '_> {
                         "`wait_message` applies only to queue targets, and `{target}` is not one"
                     ));
                 }
+                let whisper = self.whisper(&target, &t, raw.whisper);
                 let wait_message = raw
                     .wait_message
                     .as_ref()
@@ -406,6 +451,7 @@ impl NodeCtx<'_, '_> {
                     failed: failed?,
                     wait_message,
                     abandoned,
+                    whisper,
                 }))
             }
             "ticket" => {

@@ -7,6 +7,7 @@ mod build;
 mod check;
 pub mod engine;
 mod model;
+pub mod picture;
 pub mod prompt;
 mod raw;
 mod speech;

@@ -1,6 +1,7 @@
 //! The flow model: nodes of each kind, flows, the set of flows, and load problems.
 
 use super::prompt::Prompt;
+pub use crate::config::Whisper;
 use crate::domain::is_ident;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -157,6 +158,8 @@ pub struct Transfer {
     /// Queues: where the call goes when the caller hangs up while waiting (a ticket to
     /// call them back); `None` for other targets.
     pub abandoned: Option<NodeRef>,
+    /// What the agent hears before the guest is connected.
+    pub whisper: Whisper,
 }
 
 /// A voicemail: prompt, recording, and the ticket to open when the call has none.

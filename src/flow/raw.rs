@@ -62,6 +62,9 @@ pub(super) struct RawNode {
     pub(super) recording_var: Option<String>,
     pub(super) abandoned: Option<String>,
     pub(super) attach_recording: Option<bool>,
+    /// Transfers: whether the agent hears the guest's concern first (the target's setting
+    /// when unset).
+    pub(super) whisper: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -194,6 +194,10 @@ impl Store for Journaled {
         Ok(())
     }
 
+    fn records_pending(&self) -> bool {
+        self.journal.depth() > 0
+    }
+
     async fn call_has_ticket(&self, call_sid: &str) -> StoreResult<bool> {
         if self.journal.has_ticket(call_sid) {
             return Ok(true);

@@ -166,6 +166,11 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Whether records wait in the journal, not yet in the database: a read may not show
+    /// them yet (none by default).
+    fn records_pending(&self) -> bool {
+        false
+    }
     /// The manager's hours override.
     async fn hours_override(&self) -> StoreResult<Option<OverrideState>>;
     /// Sets or clears the hours override.

@@ -2,8 +2,11 @@
 //! committed, TwiML answered. Every answer is 200 TwiML except 403 (bad signature) and
 //! 413 (body too large): an internal error becomes an apology and the safe route.
 
+mod agent_leg;
 mod safe_route;
 mod webhook;
+
+pub use agent_leg::{screen, whisper};
 
 pub use safe_route::last_resort_twiml;
 pub use webhook::{endpoint_label, too_large, Webhook, BODY_READ_TIMEOUT, MAX_BODY};
@@ -404,40 +407,60 @@ fn env_for<'a>(
         call_sid: &ctx.info.call_sid,
         facts: None,
         caller_tickets: None,
+        agent_leg: None,
     }
 }
 
 /// Takes a step and commits its records, or falls back to the error route.
 async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>) -> TwiML {
+    match step_and_commit(state, ctx, input).await {
+        Ok(answer) => answer,
+        Err(failed) => error_route(state, ctx, failed.fault, &failed.message, failed.over).await,
+    }
+}
+
+/// Why a step was not taken or not committed.
+struct Failed {
+    fault: Fault,
+    message: String,
+    /// The hours override, when it was read.
+    over: Option<crate::hours::OverrideState>,
+}
+
+/// Takes a step and commits its records; answers the TwiML of the committed step.
+async fn step_and_commit(
+    state: &AppState,
+    ctx: &CallCtx,
+    input: Result<Input, EngineError>,
+) -> Result<TwiML, Failed> {
+    let fail = |fault, message: String, over| Failed {
+        fault,
+        message,
+        over,
+    };
     if ctx.sid.is_none() {
-        return error_route(
-            state,
-            ctx,
+        return Err(fail(
             Fault::BadRequest,
-            "missing or invalid CallSid",
+            "missing or invalid CallSid".into(),
             None,
-        )
-        .await;
+        ));
     }
     let now = state.now();
-    let over = match state.store.hours_override().await {
-        Ok(o) => o,
-        Err(e) => return error_route(state, ctx, Fault::Database, &e.to_string(), None).await,
-    };
-    let input = match input {
-        Ok(i) => i,
-        Err(e) => return error_route(state, ctx, Fault::Flow, &e.to_string(), over).await,
-    };
+    let over = state
+        .store
+        .hours_override()
+        .await
+        .map_err(|e| fail(Fault::Database, e.to_string(), None))?;
+    let input = input.map_err(|e| fail(Fault::Flow, e.to_string(), over))?;
     // Whether the call has a ticket is looked up only when a node needs it.
     let call_state = CallState {
         has_ticket: None,
         seq: ctx.seq,
         vars: ctx.vars.clone(),
     };
-    let step = match step_with_facts(state, ctx, now, over, call_state, &input, false).await {
-        Ok(step) => step,
-        Err((fault, e)) => return error_route(state, ctx, fault, &e, over).await,
-    };
+    let step = step_with_facts(state, ctx, now, over, call_state, &input, false)
+        .await
+        .map_err(|(fault, e)| fail(fault, e, over))?;
     let batch = StepBatch {
         call: &ctx.info,
         request_key: &ctx.key,
@@ -447,19 +470,19 @@ async fn run(state: &AppState, ctx: &CallCtx, input: Result<Input, EngineError>)
         answer: &kept(&step.actions),
         answer_speaks_ticket: speaks_ticket(&step.actions),
     };
-    match state.store.commit_step(&batch).await {
-        Ok(done) => {
-            log_step(ctx, &step, done.replay.is_some());
-            count_step(state, ctx, &step.records, done.replay.is_some());
-            answer(
-                state,
-                &step.actions,
-                done.replay.as_deref(),
-                done.ticket.as_ref(),
-            )
-        }
-        Err(e) => error_route(state, ctx, Fault::Database, &e.to_string(), over).await,
-    }
+    let done = state
+        .store
+        .commit_step(&batch)
+        .await
+        .map_err(|e| fail(Fault::Database, e.to_string(), over))?;
+    log_step(ctx, &step, done.replay.is_some());
+    count_step(state, ctx, &step.records, done.replay.is_some());
+    Ok(answer(
+        state,
+        &step.actions,
+        done.replay.as_deref(),
+        done.ticket.as_ref(),
+    ))
 }
 
 /// What is kept with a webhook's records for a retry: its actions, typed (JSON). The
@@ -531,11 +554,13 @@ async fn step_with_facts(
     lenient: bool,
 ) -> Result<Step, (Fault, String)> {
     let mut facts = Facts::default();
+    let mut agent_leg = None;
     loop {
         let stepped = {
             let mut env = env_for(state, ctx, now, over);
             env.facts = facts.external.as_ref();
             env.caller_tickets = Some(&facts.caller_tickets);
+            env.agent_leg = agent_leg;
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 engine::step(&state.flows, &env, call_state.clone(), input.clone())
             }))
@@ -578,6 +603,26 @@ async fn step_with_facts(
                     .caller_tickets
                     .insert(node.clone(), found.as_ref().ok().cloned().flatten());
                 found.map(|_| ())
+            }
+            EngineError::NeedsAgentLeg { node } if agent_leg.is_none() => {
+                // Unreadable, the platform's status decides: never the error route for
+                // a guest whose conversation may just have ended.
+                agent_leg = Some(match bounded(true, state.store.get_call(sid)).await {
+                    // The agent's records may wait in the journal.
+                    Ok(_) if state.store.records_pending() => engine::AgentLeg::Unknown,
+                    Ok(detail) => engine::agent_leg(
+                        node,
+                        detail
+                            .iter()
+                            .flat_map(|d| d.steps.iter())
+                            .map(|s| (s.node.as_str(), s.kind.as_str(), s.result.as_str())),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(call_sid = %sid, error = %e, "the agent's leg unreadable: the platform's status decides");
+                        engine::AgentLeg::Unknown
+                    }
+                });
+                Ok(())
             }
             _ => return Err((Fault::Flow, error.to_string())),
         };

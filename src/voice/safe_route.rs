@@ -206,6 +206,8 @@ pub fn last_resort_twiml(config: &Config, style: &Style, open: bool, seq: u32) -
                     pending: None,
                     vars: Default::default(),
                 },
+                // Blind, as common.error_transfer is: nothing here may need the database.
+                whisper: None,
             },
         ],
         None => vec![

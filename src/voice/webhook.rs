@@ -100,6 +100,8 @@ pub fn endpoint_label(path: &str) -> &'static str {
         "record" => "record",
         "queue" => "queue",
         "queue/wait" => "queue_wait",
+        "whisper" => "whisper",
+        "screen" => "screen",
         "status" => "status",
         "fallback" => "fallback",
         _ => "unknown",

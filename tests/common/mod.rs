@@ -516,6 +516,7 @@ impl TestApp {
             to: to.into(),
             twiml: El::default(),
             xml: String::new(),
+            leg: Vec::new(),
         }
     }
 }
@@ -528,9 +529,11 @@ pub struct Call<'a> {
     pub to: String,
     pub twiml: El,
     pub xml: String,
+    /// Parameters of this leg sent with every webhook (the agent's leg: its parent).
+    pub leg: Vec<(String, String)>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
     pub fn params(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut p: Vec<(String, String)> = [
             ("CallSid", self.sid.as_str()),
@@ -546,11 +549,55 @@ impl Call<'_> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        for (k, v) in extra {
+        for (k, v) in self
+            .leg
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(extra.iter().copied())
+        {
             p.retain(|(pk, _)| pk != k);
             p.push((k.to_string(), v.to_string()));
         }
         p
+    }
+
+    /// A soft transfer: the agent answers, hears the whisper and presses 1.
+    pub async fn agent_takes_the_call(&self) {
+        let mut agent = self.agent_answers(Some("human")).await;
+        agent.press("1").await;
+        assert!(agent.twiml.verbs().is_empty(), "{}", agent.xml);
+    }
+
+    /// The whisper URL of the current transfer (its `<Number>` or `<Sip>` `url`), if any.
+    pub fn whisper_url(&self) -> Option<String> {
+        let dial = self.verb("Dial");
+        let noun = dial.first("Number").or_else(|| dial.first("Sip"))?;
+        Some(noun.attr("url").to_string()).filter(|u| !u.is_empty())
+    }
+
+    /// The agent answers the transfer: Twilio starts the agent's leg (a call of its own,
+    /// with this call as `ParentCallSid`) and fetches the whisper for it; `answered_by` is
+    /// what machine detection found. The agent's leg, with the TwiML the agent hears.
+    pub async fn agent_answers(&self, answered_by: Option<&str>) -> Call<'a> {
+        let url = self
+            .whisper_url()
+            .unwrap_or_else(|| panic!("a soft transfer (a noun with url) in {}", self.xml));
+        let (to, _) = self.dialled();
+        let mut agent = Call {
+            app: self.app,
+            sid: format!("CAa{}", &self.sid[3..]),
+            from: self.from.clone(),
+            to,
+            twiml: El::default(),
+            xml: String::new(),
+            leg: vec![
+                ("ParentCallSid".to_string(), self.sid.clone()),
+                ("Direction".to_string(), "outbound-dial".to_string()),
+            ],
+        };
+        let extra: Vec<(&str, &str)> = answered_by.map(|a| ("AnsweredBy", a)).into_iter().collect();
+        agent.post(&url, &extra).await;
+        agent
     }
 
     /// POSTs a signed webhook for this call and parses the TwiML answer.
@@ -686,7 +733,8 @@ impl Call<'_> {
     }
 
     /// The transfer to `target` is recorded as under way, then connects and ends: the
-    /// caller is hung up on and the call's outcome and last step say so.
+    /// caller is hung up on and the call's outcome and last step say so. A soft transfer
+    /// connects when the agent, having heard the whisper, presses 1.
     pub async fn connects(&mut self, target: &str) {
         let rec = self.record().await;
         assert_eq!(rec["outcome"], format!("transferring:{target}"));
@@ -694,12 +742,22 @@ impl Call<'_> {
         let last = steps.last().expect("a step");
         assert_eq!(last["kind"], "transfer");
         assert_eq!(last["result"], format!("transferring to {target}"));
+        let connected = if self.whisper_url().is_some() {
+            let mut agent = self.agent_answers(Some("human")).await;
+            if agent.twiml.first("Gather").is_some() {
+                agent.press("1").await;
+                assert!(agent.twiml.verbs().is_empty(), "{}", agent.xml);
+            }
+            "answered by agent"
+        } else {
+            "completed"
+        };
         self.dial_ends("completed").await;
         assert!(self.hung_up(), "{}", self.xml);
         let rec = self.record().await;
         assert_eq!(rec["outcome"], format!("transferred:{target}"));
         let steps = rec["steps"].as_array().expect("steps");
-        assert_eq!(steps.last().expect("a step")["result"], "completed");
+        assert_eq!(steps.last().expect("a step")["result"], connected);
     }
 
     /// Categories of the call's tickets.

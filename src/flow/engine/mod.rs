@@ -15,8 +15,11 @@ use chrono::{DateTime, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod agent;
 mod tickets;
 mod walk;
+
+pub use agent::{agent_leg, is_machine, AgentBrief, AgentLeg, TicketBrief, SCREEN_TIMEOUT};
 
 pub use super::speech::say_date;
 use super::speech::*;
@@ -60,6 +63,9 @@ pub struct Env<'a> {
     /// The caller's open tickets by the flow node that opened them, fetched by the edge
     /// when a ticket node asks (`EngineError::NeedsCallerTicket`).
     pub caller_tickets: Option<&'a BTreeMap<String, Option<ExistingTicket>>>,
+    /// What the agent's leg of a soft transfer did, fetched by the edge when the transfer's
+    /// outcome asks (`EngineError::NeedsAgentLeg`).
+    pub agent_leg: Option<AgentLeg>,
 }
 
 /// What the step knows about the call so far.
@@ -142,6 +148,22 @@ pub enum Input {
         /// The transfer node.
         node: NodeRef,
     },
+    /// The agent answered a soft transfer (the agent's leg): what the agent hears.
+    Whisper {
+        /// The transfer node.
+        node: NodeRef,
+        /// What the agent is told, from the guest's call.
+        brief: AgentBrief,
+        /// An answering machine answered (`AnsweredBy`).
+        machine: bool,
+    },
+    /// The agent's key after the announcement, or `None` when none came in time.
+    Screen {
+        /// The transfer node.
+        node: NodeRef,
+        /// The key.
+        digits: Option<String>,
+    },
 }
 
 /// Which webhook a link points at.
@@ -157,6 +179,10 @@ pub enum Endpoint {
     Queue,
     /// Enqueue wait URL.
     QueueWait,
+    /// A soft transfer's announcement, fetched on the agent's leg.
+    Whisper,
+    /// The agent's key after the announcement, or its no-key redirect.
+    Screen,
 }
 
 /// A later webhook of this call, with the state it needs encoded in its URL.
@@ -209,6 +235,9 @@ pub enum Action {
         timeout: u32,
         /// Where the outcome goes.
         action: Link,
+        /// A soft transfer: what the agent hears first, before the guest is connected.
+        #[serde(default)]
+        whisper: Option<Link>,
     },
     /// Put the caller in a queue.
     Enqueue {
@@ -287,6 +316,13 @@ pub enum EngineError {
         /// The partner's ticket number.
         external_ref: String,
     },
+    /// A soft transfer's outcome needs what the agent's leg did: the edge reads it from
+    /// the call's records and steps again.
+    #[error("needs what the agent's leg of {node} did")]
+    NeedsAgentLeg {
+        /// The transfer node, `flow.node`.
+        node: String,
+    },
 }
 
 const MAX_NODES_PER_STEP: usize = 64;
@@ -316,10 +352,19 @@ pub fn step(
             Node::Entry(e) => run.answer_entry(node.clone(), e, attempt, phase, digits, pending)?,
             _ => run.answer_menu(node, attempt, digits)?,
         },
+        Input::Dial { node, status } if run.transfer(&node)?.whisper != super::Whisper::Off => {
+            run.whispered_transfer_result(node, &status)?
+        }
         Input::Dial { node, status } => {
             let answered = matches!(status.as_str(), "completed" | "answered");
             run.transfer_result(node, answered, &status)?
         }
+        Input::Whisper {
+            node,
+            brief,
+            machine,
+        } => run.whisper(node, &brief, machine)?,
+        Input::Screen { node, digits } => run.screen(node, digits)?,
         Input::Queue { node, result } if result == "hangup" => run.abandoned(node)?,
         Input::Queue { node, result } => {
             // The caller talked to someone or was moved on by an agent: done.
@@ -538,18 +583,23 @@ impl<'a> Run<'a, '_> {
         };
         let mut action = self.link(Endpoint::Gather, node, attempt, false);
         action.phase = keys.phase;
-        action.pending = keys.pending;
+        action.pending = keys.pending.clone();
         let mut on_silence = action.clone();
         on_silence.silence = true;
+        self.push_gather(said.clone(), &keys, action, on_silence);
+        said
+    }
+
+    /// Speaks `prompt` while waiting for `keys`; they go to `action`, silence to `on_silence`.
+    fn push_gather(&mut self, prompt: Said, keys: &Keys, action: Link, on_silence: Link) {
         self.out.actions.push(Action::Gather {
-            prompt: said.clone(),
+            prompt,
             timeout: keys.timeout,
             num_digits: keys.num_digits,
             finish_on_key: keys.finish_on_key,
             action,
             on_silence,
         });
-        said
     }
 
     /// Asks a menu's question: one key.
