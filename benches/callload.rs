@@ -495,11 +495,17 @@ fn form(params: &[(String, String)]) -> String {
 
 /// The `action` URL of the first `<tag` in a TwiML answer.
 fn action_of(body: &[u8], tag: &str) -> Option<String> {
+    attr_of(body, tag, "action")
+}
+
+/// The value of attribute `attr` of the first `<tag …>` in a TwiML answer.
+fn attr_of(body: &[u8], tag: &str, attr: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let at = text.find(&format!("<{tag} "))?;
     let rest = &text[at..];
     let end = rest.find('>')?;
-    let start = rest[..end].find(" action=\"")? + " action=\"".len();
+    let key = format!(" {attr}=\"");
+    let start = rest[..end].find(&key)? + key.len();
     let len = rest[start..].find('"')?;
     Some(rest[start..start + len].replace("&amp;", "&"))
 }
@@ -677,6 +683,47 @@ async fn caller(addr: SocketAddr, public: String, serial: Arc<AtomicU64>, pace: 
             ));
             break;
         };
+        // The soft transfer's agent leg: the whisper, then the agent presses 1. Both are
+        // webhooks of the guest's call (ParentCallSid).
+        if let Some(whisper) = attr_of(&a.body, "Sip", "url") {
+            let agent = with(
+                base.clone(),
+                &[
+                    ("CallSid", "CA99999999999999999999999999999999"),
+                    ("ParentCallSid", sid.as_str()),
+                    ("Direction", "outbound-dial"),
+                    ("AnsweredBy", "human"),
+                ],
+            );
+            let Some(due) = pace.turn().await else {
+                break;
+            };
+            let Some(heard) = step(&mut client, &public, &whisper, &agent, due, &mut tally).await
+            else {
+                break;
+            };
+            acks.hooks += 1;
+            tally.acks.insert(sid.clone(), acks);
+            let Some(screen) = action_of(&heard.body, "Gather") else {
+                tally.error(format!(
+                    "expected the screening question: {}",
+                    String::from_utf8_lossy(&heard.body)
+                ));
+                break;
+            };
+            let Some(due) = pace.turn().await else {
+                break;
+            };
+            let pressed = with(agent, &[("Digits", "1")]);
+            if step(&mut client, &public, &screen, &pressed, due, &mut tally)
+                .await
+                .is_none()
+            {
+                break;
+            }
+            acks.hooks += 1;
+            tally.acks.insert(sid.clone(), acks);
+        }
         let Some(due) = pace.turn().await else {
             break;
         };
@@ -1316,7 +1363,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.synchronous
     ));
     report.line(format!(
-        "load: {} callers on keep-alive connections; each call = incoming, 3 menu answers (ticket + transfer), Dial action, status callback; every webhook signed",
+        "load: {} callers on keep-alive connections; each call = incoming, 3 menu answers (ticket + transfer), the agent's leg (whisper, press 1), Dial action, status callback; every webhook signed",
         args.callers
     ));
     report.line(format!(

@@ -20,6 +20,8 @@ const PATHS: &[&str] = &[
     "/voice/record",
     "/voice/queue",
     "/voice/queue/wait",
+    "/voice/whisper",
+    "/voice/screen",
     "/voice/status",
     "/voice/fallback",
 ];
@@ -38,6 +40,7 @@ const NODES: &[&str] = &[
     "shopping_dollars.details",
     "common.closed_voicemail",
     "common.error_transfer",
+    "store.order_transfer",
     "guest_care.escalation_queue",
     "store.nowhere",
     "nowhere.main",
@@ -60,6 +63,8 @@ const PARAMS: &[&str] = &[
     "CallDuration",
     "ErrorCode",
     "ErrorUrl",
+    "ParentCallSid",
+    "AnsweredBy",
 ];
 
 const QUERY: &[&str] = &[
@@ -157,7 +162,12 @@ fn random_request(rng: &mut fastrand::Rng) -> Request<Body> {
         } else {
             PARAMS[rng.usize(..PARAMS.len())].as_bytes().to_vec()
         };
-        let v = value(rng);
+        // Call ids well formed half the time, so that an agent's leg finds a "parent".
+        let v = if (name == b"CallSid" || name == b"ParentCallSid") && rng.bool() {
+            format!("CA{:032x}", rng.u64(..)).into_bytes()
+        } else {
+            value(rng)
+        };
         // Raw, undecodable bytes sometimes; percent-encoded otherwise.
         if rng.u8(0..8) == 0 {
             body.extend_from_slice(&name);

@@ -427,3 +427,53 @@ async fn the_guest_care_line_is_named_and_an_agent_leg_without_a_parent_is_hung_
     stray.post(&url, &[]).await;
     assert_eq!(stray.twiml.verbs(), ["Hangup"], "{}", stray.xml);
 }
+
+#[tokio::test]
+async fn a_number_without_screening_hears_the_announcement_then_is_connected() {
+    let app = spawn_with(Options {
+        toml: format!(
+            "[lines.stores]\n\"{STORE}\" = \"Polo Park\"\n\
+             [targets.oom]\nnumber = \"+12045550150\"\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let mut call = to_the_transfer(&app, &["1", "2", "1"]).await;
+    let dial = call.twiml.first("Dial").expect("a Dial");
+    assert_eq!(dial.attr("answerOnBridge"), "true");
+    let number = dial.first("Number").expect("a number");
+    assert!(
+        number.attr("url").contains("/voice/whisper?"),
+        "{}",
+        call.xml
+    );
+    assert_eq!(number.attr("machineDetection"), "Enable");
+    documented_attributes_only(&call.twiml);
+    let agent = call.agent_answers(Some("human")).await;
+    assert_eq!(agent.twiml.verbs(), ["Say"], "no question: {}", agent.xml);
+    assert!(
+        agent
+            .says()
+            .ends_with("Ticket G C 0 0 0 0 0 1, Initial. Connecting the guest now."),
+        "{}",
+        agent.says()
+    );
+    call.dial_ends("completed").await;
+    assert!(call.hung_up());
+    let (rec, steps) = transfer_steps(&call).await;
+    assert_eq!(rec["outcome"], "transferred:oom");
+    assert_eq!(
+        steps,
+        [
+            step("transfer", "", "transferring to oom"),
+            step("whisper", "", "announced"),
+            step("transfer", "", "answered by agent"),
+        ]
+    );
+    // A machine on a number is found by machine detection and never connected.
+    let mut call = to_the_transfer(&app, &["1", "2", "1"]).await;
+    let agent = call.agent_answers(Some("machine_end_beep")).await;
+    assert_eq!(agent.twiml.verbs(), ["Hangup"], "{}", agent.xml);
+    call.dial_ends("completed").await;
+    guest_gets_voicemail(&mut call, "oom", "not_answered").await;
+}

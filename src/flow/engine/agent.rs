@@ -123,8 +123,10 @@ impl Run<'_, '_> {
         match t.whisper {
             Whisper::Screen => {
                 said.push_text(" Press 1 to take this call, or any other key to decline it.");
-                let (action, on_silence) =
-                    (self.agent_link(&node, false), self.agent_link(&node, true));
+                let (action, on_silence) = (
+                    self.agent_link(Endpoint::Screen, &node, false),
+                    self.agent_link(Endpoint::Screen, &node, true),
+                );
                 self.push_gather(said.clone(), &Keys::one(SCREEN_TIMEOUT), action, on_silence);
             }
             // Announced only (or a whisper turned off since the transfer began): the
@@ -210,8 +212,14 @@ impl Run<'_, '_> {
         self.walk(t.failed.clone())
     }
 
-    fn agent_link(&self, node: &NodeRef, silence: bool) -> super::Link {
-        let mut link = self.link(Endpoint::Screen, node, 1, silence);
+    /// A link of the agent's leg (the whisper, the agent's key).
+    pub(super) fn agent_link(
+        &self,
+        endpoint: Endpoint,
+        node: &NodeRef,
+        silence: bool,
+    ) -> super::Link {
+        let mut link = self.link(endpoint, node, 1, silence);
         // The agent's leg carries no call variables: nothing it does needs them.
         link.vars.clear();
         link

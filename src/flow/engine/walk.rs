@@ -112,12 +112,8 @@ impl Run<'_, '_> {
                             target: other,
                             timeout: self.env.config.dial_timeout,
                             action: self.link(Endpoint::Dial, &current, 1, false),
-                            whisper: (t.whisper != super::super::Whisper::Off).then(|| {
-                                let mut link = self.link(Endpoint::Whisper, &current, 1, false);
-                                // The agent's leg carries no call variables.
-                                link.vars.clear();
-                                link
-                            }),
+                            whisper: (t.whisper != super::super::Whisper::Off)
+                                .then(|| self.agent_link(Endpoint::Whisper, &current, false)),
                         }),
                     }
                     self.record_step(
