@@ -21,10 +21,13 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
     let flows = flow::load_dir(&config.flows_dir, &config)
         .map_err(|p| anyhow::anyhow!("{p}"))
         .with_context(|| format!("loading flows from {}", config.flows_dir.display()))?;
-    let storage::Backend { calls: db, work } =
-        storage::open(&config.database_url, config.sqlite_synchronous)
-            .await
-            .context("opening the database")?;
+    let storage::Backend {
+        calls: db,
+        work,
+        console,
+    } = storage::open(&config.database_url, config.sqlite_synchronous)
+        .await
+        .context("opening the database")?;
     db.migrate().await.context("migrating the database")?;
     let style = Style {
         base_url: config.public_url.clone(),
@@ -56,6 +59,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         store,
         db,
         work,
+        console,
         journal,
         metrics,
         clock,
@@ -101,6 +105,7 @@ pub fn build_router(state: AppState) -> Router {
     Router::new()
         .merge(voice)
         .merge(api::router(state.clone()))
+        .merge(crate::console::router(state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

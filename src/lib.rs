@@ -7,6 +7,7 @@ pub mod app;
 pub mod call_url;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod flow;
 pub mod hours;

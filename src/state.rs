@@ -81,6 +81,8 @@ pub struct App {
     pub db: Arc<dyn Store>,
     /// Tickets being worked, the outbox and the overdue sweep, in the same database.
     pub work: Arc<dyn storage::WorkStore>,
+    /// The console's accounts, sessions and audit log, in the same database.
+    pub console: Arc<dyn storage::console::ConsoleStore>,
     /// Records waiting for the database.
     pub journal: Arc<storage::Journal>,
     /// Operational metrics.

@@ -46,6 +46,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What the caller of the API is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "API storage error");
@@ -152,7 +159,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 
 /// An RFC 3339 time, or a date, which means midnight at its start in Guest Care's time
 /// zone (the schedule's, `hours.time_zone`), not in UTC.
-fn parse_time(
+pub(crate) fn parse_time(
     raw: &str,
     field: &str,
     schedule: &crate::hours::Schedule,
@@ -173,7 +180,9 @@ fn parse_time(
 }
 
 /// The `caller` filter: a whole number or its last four digits.
-fn parse_caller(raw: Option<&str>) -> Result<Option<crate::storage::CallerMatch>, ApiError> {
+pub(crate) fn parse_caller(
+    raw: Option<&str>,
+) -> Result<Option<crate::storage::CallerMatch>, ApiError> {
     raw.map(|c| crate::storage::CallerMatch::parse(c).map_err(ApiError::bad_request))
         .transpose()
 }
@@ -216,16 +225,7 @@ async fn list_calls(
             return Err(ApiError::bad_request("line must be guest_care or store"));
         }
     }
-    let after = match &p.cursor {
-        Some(c) => {
-            let (ms, sid) = c
-                .split_once(':')
-                .and_then(|(ms, sid)| Some((ms.parse::<i64>().ok()?, sid.to_string())))
-                .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave out"))?;
-            Some((ms, sid))
-        }
-        None => None,
-    };
+    let after = p.cursor.as_deref().map(call_cursor).transpose()?;
     let q = CallQuery {
         since: p
             .since
@@ -239,20 +239,34 @@ async fn list_calls(
             .transpose()?,
         caller: parse_caller(p.caller.as_deref())?,
         line: p.line,
+        store: None,
         outcome: p.outcome,
         category: p.category,
         limit,
         after,
     };
     let calls = state.store.list_calls(&q).await?;
-    let next_cursor = (calls.len() == limit as usize)
+    let next_cursor = next_call_cursor(&calls, limit);
+    Ok(Json(CallsPage { calls, next_cursor }))
+}
+
+/// The keyset cursor of a call page (`started_ms:CallSid`), as the API and the console
+/// give it out.
+pub(crate) fn call_cursor(c: &str) -> Result<(i64, String), ApiError> {
+    c.split_once(':')
+        .and_then(|(ms, sid)| Some((ms.parse::<i64>().ok()?, sid.to_string())))
+        .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave out"))
+}
+
+/// The cursor of the page after `calls`, when the page was full.
+pub(crate) fn next_call_cursor(calls: &[crate::storage::CallView], limit: u32) -> Option<String> {
+    (calls.len() == limit as usize)
         .then(|| {
             calls
                 .last()
                 .map(|c| format!("{}:{}", c.started_at.timestamp_millis(), c.call_sid))
         })
-        .flatten();
-    Ok(Json(CallsPage { calls, next_cursor }))
+        .flatten()
 }
 
 async fn get_call(

@@ -5,7 +5,9 @@
 //! - `IVR_LISTEN` — socket address to listen on (default `127.0.0.1:8080`).
 //! - `IVR_DATABASE_URL` — `sqlite://path` (default `sqlite://ivr.db`).
 //! - `IVR_PUBLIC_URL` — base URL the telephony platform uses to reach us, e.g. `https://ivr.example.com/prefix`.
-//! - `TWILIO_AUTH_TOKEN` — webhook signing key; without it the server runs in development mode.
+//! - `TWILIO_AUTH_TOKEN` — webhook signing key; without it the server runs in development mode
+//!   (webhooks unsigned, console cookies without `Secure`).
+//! - `TWILIO_ACCOUNT_SID` — with the auth token, lets the console play call recordings.
 //! - `IVR_API_TOKEN` — bearer token of the manager API; without it the API is closed.
 //! - `IVR_FLOWS_DIR` — directory of flow files (default `ivr_flows`).
 //! - `IVR_JOURNAL_PATH` — the local journal kept while the database cannot take writes
@@ -15,10 +17,12 @@
 //! - `IVR_SMTP_HOST`, `IVR_SMTP_PORT`, `IVR_SMTP_USER`, `IVR_SMTP_FROM` — override `[smtp]`.
 //! - `IVR_SMTP_PASSWORD` — the SMTP password; read from the environment only.
 
+mod console;
 mod sla;
 mod smtp;
 mod targets;
 
+pub use console::{ConsoleSettings, FileConsole};
 pub use sla::{Due, FileSla, Sla};
 pub use smtp::{FileSmtp, SmtpSettings, TlsMode};
 use targets::{FilePbx, FileTarget, GUEST_CARE_NUMBER};
@@ -104,6 +108,8 @@ pub struct Config {
     pub sla: Sla,
     /// How e-mails leave.
     pub smtp: SmtpSettings,
+    /// `[console]`: sessions, sign-in limit, recording playback.
+    pub console: ConsoleSettings,
 }
 
 /// SQLite's durability setting for commits.
@@ -178,6 +184,8 @@ struct FileConfig {
     sla: FileSla,
     #[serde(default)]
     smtp: FileSmtp,
+    #[serde(default)]
+    console: FileConsole,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -367,9 +375,11 @@ impl Config {
         }
         let sla = Sla::from_file(file.sla, crate::domain::CATEGORIES, &contacts)?;
         let smtp = SmtpSettings::from_file(file.smtp)?;
+        let console = ConsoleSettings::from_file(file.console)?;
         Ok(Self {
             sla,
             smtp,
+            console,
             listen,
             journal_path: file
                 .journal_path
@@ -469,6 +479,7 @@ impl Config {
         self.smtp.password = env("IVR_SMTP_PASSWORD").map(Secret::new);
         self.smtp.validate()?;
         self.twilio_auth_token = env("TWILIO_AUTH_TOKEN").map(Secret::new);
+        self.console.account_sid = env("TWILIO_ACCOUNT_SID").map(Secret::new);
         self.api_token = env("IVR_API_TOKEN").map(Secret::new);
         self.validate()
     }

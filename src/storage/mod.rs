@@ -1,5 +1,6 @@
 //! Storage: one interface, one implementation per backend, migrations per backend.
 
+pub mod console;
 mod journal;
 mod journaled;
 pub mod sqlite;
@@ -219,6 +220,8 @@ pub struct Backend {
     pub calls: Arc<dyn Store>,
     /// Tickets being worked, the outbox, the overdue sweep.
     pub work: Arc<dyn WorkStore>,
+    /// The console's accounts, sessions and audit log.
+    pub console: Arc<dyn console::ConsoleStore>,
 }
 
 /// Opens the backend named by the URL's scheme; `sync` is SQLite's durability setting.
@@ -227,7 +230,8 @@ pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Bac
         let store = Arc::new(SqliteStore::connect(url, sync).await?);
         Ok(Backend {
             calls: store.clone(),
-            work: store,
+            work: store.clone(),
+            console: store,
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::unsupported(

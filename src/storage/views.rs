@@ -14,6 +14,8 @@ pub struct CallQuery {
     pub until: Option<DateTime<Utc>>,
     /// `guest_care` or `store`.
     pub line: Option<String>,
+    /// Store name (store lines).
+    pub store: Option<String>,
     /// Exact outcome, e.g. `voicemail`; a trailing `*` matches a prefix (`transferred:*`).
     pub outcome: Option<String>,
     /// Calls with a ticket of this category.

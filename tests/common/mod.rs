@@ -2,6 +2,7 @@
 //! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod privacy;
 pub mod process;
 pub mod smtp;
@@ -132,6 +133,8 @@ pub struct Options {
     pub running_clock: bool,
     /// Runs the background jobs as `ivr serve` does: the outbox and the overdue sweep.
     pub jobs: bool,
+    /// `TWILIO_ACCOUNT_SID`: with the auth token, the console plays recordings.
+    pub account_sid: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -145,6 +148,7 @@ impl Default for Options {
             database: None,
             running_clock: false,
             jobs: false,
+            account_sid: None,
         }
     }
 }
@@ -220,6 +224,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
     config.api_token = opts.api_token.map(Secret::new);
+    config.console.account_sid = opts.account_sid.map(Secret::new);
     let public = opts.public_url.unwrap_or_else(|| addr.clone());
     config.public_url = (!opts.host_header_only).then(|| public.clone());
     let clock = if opts.running_clock {

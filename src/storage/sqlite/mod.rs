@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod commit;
+mod console;
 mod error;
 mod guard;
 mod hot_path;
@@ -228,6 +229,9 @@ fn calls_query(prefix: &str, q: &CallQuery) -> QueryBuilder<'static, Sqlite> {
     }
     if let Some(line) = &q.line {
         b.push(" AND line = ").push_bind(line.clone());
+    }
+    if let Some(store) = &q.store {
+        b.push(" AND store_name = ").push_bind(store.clone());
     }
     if let Some(caller) = &q.caller {
         // On `calls_by_caller_last4`, the whole number checked on the rows it finds.

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod users;
+
 /// Guest Care IVR: answers Twilio voice webhooks from flows in ivr_flows/ and records every call.
 #[derive(Debug, Parser)]
 #[command(name = "ivr", version)]
@@ -30,6 +32,12 @@ pub enum Command {
         /// Spread over this many days before now.
         #[arg(long, default_value_t = 365)]
         days: u32,
+    },
+    /// Console accounts: add, set a password, disable, enable, list.
+    Users {
+        /// Account tool.
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// Flow tools.
     Flows {
@@ -93,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Users { command } => users::run(&config, command).await,
         Command::Flows {
             command: FlowsCommand::Draw { dir },
         } => {

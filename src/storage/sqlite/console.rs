@@ -1,0 +1,253 @@
+//! SQLite: the console's accounts, sessions, failed sign-ins and audit log, on the sqlx
+//! pools (off the call path).
+
+use crate::storage::console::{AuditEntry, ConsoleStore, Role, Session, User, UserChange};
+use crate::storage::{from_millis, to_millis, SqliteStore, StoreError, StoreResult};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+const USER_COLUMNS: &str = "u.id, u.name, u.role, u.password_hash, u.disabled, u.created_at";
+
+fn user(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        password_hash: row.try_get("password_hash")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+async fn write_audit(tx: &mut Transaction<'_, Sqlite>, e: &AuditEntry) -> StoreResult<()> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)")
+        .bind(to_millis(e.at))
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ConsoleStore for SqliteStore {
+    async fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer()?.begin().await?;
+        let at = to_millis(audit.at);
+        let added = sqlx::query(
+            "INSERT INTO users (name, role, password_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if added {
+            write_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn change_user(
+        &self,
+        name: &str,
+        change: &UserChange,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer()?.begin().await?;
+        let at = to_millis(audit.at);
+        let q = match change {
+            UserChange::Password(hash) => {
+                sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?")
+                    .bind(hash.clone())
+            }
+            UserChange::Disabled(d) => {
+                sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?")
+                    .bind(i64::from(*d))
+            }
+        };
+        let changed = q
+            .bind(at)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if changed {
+            // A new password or a disabled account ends every session it had.
+            sqlx::query(
+                "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            write_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn find_user(&self, name: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(self.reader()?)
+        .await?;
+        Ok(row.as_ref().map(user).transpose()?)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users u ORDER BY name"))
+            .fetch_all(self.reader()?)
+            .await?;
+        Ok(rows.iter().map(user).collect::<Result<_, _>>()?)
+    }
+
+    async fn open_session(
+        &self,
+        token_hash: &str,
+        user: &User,
+        csrf: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer()?.begin().await?;
+        let at = to_millis(audit.at);
+        sqlx::query(
+            "INSERT INTO console_sessions (token_hash, user_id, csrf, created_at, last_seen_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user.id)
+        .bind(csrf)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM login_failures WHERE name = ?")
+            .bind(&user.name)
+            .execute(&mut *tx)
+            .await?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, s.csrf, s.created_at AS s_created, s.last_seen_at \
+             FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_optional(self.reader()?)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Session {
+            user: user(&row)?,
+            csrf: row.try_get("csrf")?,
+            created_at: from_millis(row.try_get("s_created")?),
+            last_seen_at: from_millis(row.try_get("last_seen_at")?),
+        }))
+    }
+
+    async fn touch_session(&self, token_hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?")
+            .bind(to_millis(at))
+            .bind(token_hash)
+            .execute(self.writer()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn close_session(&self, token_hash: &str, audit: Option<&AuditEntry>) -> StoreResult<()> {
+        let mut tx = self.writer()?.begin().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(a) = audit {
+            write_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn login_failed(
+        &self,
+        name: &str,
+        since: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> StoreResult<u32> {
+        let mut tx = self.writer()?.begin().await?;
+        // Old failures are of no use to the limit: each failure clears its name's stale ones.
+        sqlx::query("DELETE FROM login_failures WHERE name = ? AND at < ?")
+            .bind(name)
+            .bind(to_millis(since))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO login_failures (name, at) VALUES (?, ?)")
+            .bind(name)
+            .bind(to_millis(audit.at))
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        u32::try_from(n).map_err(|e| StoreError::Rejected(e.to_string()))
+    }
+
+    async fn login_failures(&self, name: &str, since: DateTime<Utc>) -> StoreResult<u32> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE name = ? AND at >= ?")
+                .bind(name)
+                .bind(to_millis(since))
+                .fetch_one(self.reader()?)
+                .await?;
+        u32::try_from(n).map_err(|e| StoreError::Rejected(e.to_string()))
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.writer()?.begin().await?;
+        write_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows =
+            sqlx::query("SELECT at, actor, action, detail FROM audit_log ORDER BY id DESC LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(self.reader()?)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: from_millis(r.try_get("at")?),
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
