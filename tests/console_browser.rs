@@ -1,6 +1,6 @@
 //! The manager console in a real browser (Debian's Chromium through ChromeDriver): signing
-//! in, filtering calls, a call's page with its player, the CSV download, a forged form,
-//! roles and an idle session; axe-core checks every page; screenshots of the main pages go
+//! in, filtering calls, a call's page with its player, the CSV download, assigning and
+//! resolving a ticket, a forged form, roles and an idle session; axe-core checks every page; screenshots of the main pages go
 //! to target/console-screenshots/.
 
 #[path = "common/browser.rs"]
@@ -117,7 +117,7 @@ async fn a_manager_signs_in_filters_opens_a_call_and_downloads_the_csv() {
 }
 
 #[tokio::test]
-async fn an_agent_is_kept_from_user_admin_and_an_idle_session_ends() {
+async fn an_agent_works_a_ticket_is_kept_from_user_admin_and_an_idle_session_ends() {
     let (app, _) = console_with_calls().await;
     add_user(&app, "agent.one", "agent").await;
     let b = Browser::start(&app.addr).await;
@@ -129,6 +129,38 @@ async fn an_agent_is_kept_from_user_admin_and_an_idle_session_ends() {
     b.wait_for_text("main", "Only managers may see and change console accounts.")
         .await;
     b.assert_accessible("forbidden").await;
+
+    // The ticket queue: the summons ticket, assigned to the agent, then resolved.
+    b.goto("/console/calls").await;
+    b.click("nav a[href='/console/tickets']").await;
+    b.wait_for_text("table.tickets caption", "1 tickets on this page")
+        .await;
+    assert!(b.text("table.tickets tbody").await.contains("due in"));
+    b.assert_accessible("tickets").await;
+    b.screenshot("tickets").await;
+    b.click("table.tickets tbody td:first-child a").await;
+    b.wait_for_text("h1", "Ticket GC-").await;
+    b.find("#assignee")
+        .await
+        .select_by_value("agent.one")
+        .await
+        .expect("choose the agent");
+    b.click("form:has(#assignee) button[type=submit]").await;
+    b.wait_for_text("dd.assignee", "agent.one").await;
+    b.fill("#resolution", "Sent the summons to legal").await;
+    b.click("form:has(#resolution) button[type=submit]").await;
+    b.wait_for_text("dd.status", "resolved: Sent the summons to legal")
+        .await;
+    assert!(b.text("table.trail").await.contains("agent.one"));
+    b.assert_accessible("ticket").await;
+    b.screenshot("ticket").await;
+    b.click("nav a[href='/console/tickets']").await;
+    b.wait_for_text("table.tickets tbody", "No tickets here.")
+        .await;
+    b.click("nav.tabs a[href^='/console/tickets?tab=resolved']")
+        .await;
+    b.wait_for_text("table.tickets caption", "1 tickets on this page")
+        .await;
 
     // 31 minutes later the next filter (an htmx request) lands on the sign-in page.
     b.goto("/console/calls").await;

@@ -335,6 +335,8 @@ async fn list_tickets(
         overdue_at: p.overdue.unwrap_or(false).then_some(now),
         external_ref: p.external_ref,
         caller: parse_caller(p.caller.as_deref())?,
+        assignee: None,
+        unresolved: false,
     };
     let mut tickets = state.store.list_tickets(&q).await?;
     for t in &mut tickets {

@@ -53,83 +53,20 @@ where
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// Text a person wrote: trimmed, 1 to `max` characters, no control characters but line
-/// breaks.
-fn text(value: &str, field: &str, max: usize) -> Result<String, ApiError> {
-    let t = value.trim();
-    if t.is_empty() || t.chars().count() > max {
-        return Err(ApiError::bad_request(format!(
-            "{field} must be 1 to {max} characters"
-        )));
-    }
-    if t.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::bad_request(format!(
-            "{field} may not hold control characters"
-        )));
-    }
-    Ok(t.to_string())
-}
-
 impl TicketPatch {
     /// The change, checked: who, and at least one thing to change.
     fn change(self) -> Result<TicketChange, ApiError> {
-        let by = text(
-            self.by.as_deref().ok_or_else(|| {
-                ApiError::bad_request(
-                    "`by` is required: who makes the change (for the audit trail)",
-                )
-            })?,
-            "by",
-            100,
-        )?;
-        let status = match self.status.as_deref() {
-            None => None,
-            Some(s @ ("open" | "resolved")) => Some(s.to_string()),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "status must be open or resolved (escalation comes from calls)",
-                ))
-            }
-        };
-        let resolution = self
-            .resolution
-            .as_deref()
-            .map(|r| text(r, "resolution", 2000))
-            .transpose()?;
-        match (status.as_deref(), &resolution) {
-            (Some("resolved"), None) => {
-                return Err(ApiError::bad_request(
-                    "resolving a ticket needs a `resolution`: how it was resolved",
-                ))
-            }
-            (Some("open") | None, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "`resolution` goes with \"status\": \"resolved\"",
-                ))
-            }
-            _ => {}
-        }
-        let assignee = self
-            .assignee
-            .map(|a| a.as_deref().map(|a| text(a, "assignee", 100)).transpose())
-            .transpose()?;
-        let note = self
-            .note
-            .as_deref()
-            .map(|n| text(n, "note", 4000))
-            .transpose()?;
-        if status.is_none() && assignee.is_none() && note.is_none() {
-            return Err(ApiError::bad_request(
-                "nothing to change: give status, assignee or note",
-            ));
-        }
-        Ok(TicketChange {
+        let by = self.by.as_deref().ok_or_else(|| {
+            ApiError::bad_request("`by` is required: who makes the change (for the audit trail)")
+        })?;
+        TicketChange::checked(
             by,
-            status,
-            resolution,
-            assignee,
-            note,
-        })
+            self.status.as_deref(),
+            self.resolution.as_deref(),
+            self.assignee.as_ref().map(|a| a.as_deref()),
+            self.note.as_deref(),
+        )
+        .map_err(ApiError::bad_request)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod accounts;
 mod auth;
 mod calls;
+mod tickets;
 mod users;
 
 use crate::state::AppState;
@@ -47,6 +48,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/calls.csv", get(calls::export))
         .route("/console/calls/{sid}", get(calls::detail))
         .route("/console/calls/{sid}/recording", get(calls::recording))
+        .route("/console/tickets", get(tickets::queue))
+        .route("/console/tickets/bulk", post(tickets::bulk))
+        .route(
+            "/console/tickets/{number}",
+            get(tickets::ticket).post(tickets::act),
+        )
         .route("/console/logout", post(auth::logout))
         .merge(managers)
         .route("/console/{*rest}", get(not_found).post(not_found))

@@ -45,6 +45,10 @@ pub struct TicketQuery {
     pub external_ref: Option<String>,
     /// Tickets of this caller.
     pub caller: Option<CallerMatch>,
+    /// Tickets assigned to this person.
+    pub assignee: Option<String>,
+    /// Only tickets not resolved (open or escalated).
+    pub unresolved: bool,
 }
 
 /// A call as managers read it.

@@ -63,6 +63,67 @@ pub struct TicketChange {
     pub note: Option<String>,
 }
 
+/// Text a person wrote: trimmed, 1 to `max` characters, no control characters but line
+/// breaks.
+pub fn checked_text(value: &str, field: &str, max: usize) -> Result<String, String> {
+    let t = value.trim();
+    if t.is_empty() || t.chars().count() > max {
+        return Err(format!("{field} must be 1 to {max} characters"));
+    }
+    if t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(format!("{field} may not hold control characters"));
+    }
+    Ok(t.to_string())
+}
+
+impl TicketChange {
+    /// A change as a person asks for it (API or console), checked: who, a status of `open`
+    /// or `resolved` (a resolution goes with resolving, and only with it), and at least
+    /// one thing to change. `assignee: Some(None)` unassigns.
+    pub fn checked(
+        by: &str,
+        status: Option<&str>,
+        resolution: Option<&str>,
+        assignee: Option<Option<&str>>,
+        note: Option<&str>,
+    ) -> Result<Self, String> {
+        let by = checked_text(by, "by", 100)?;
+        let status = match status {
+            None => None,
+            Some(s @ ("open" | "resolved")) => Some(s.to_string()),
+            Some(_) => {
+                return Err("status must be open or resolved (escalation comes from calls)".into())
+            }
+        };
+        let resolution = resolution
+            .map(|r| checked_text(r, "resolution", 2000))
+            .transpose()?;
+        match (status.as_deref(), &resolution) {
+            (Some("resolved"), None) => {
+                return Err("resolving a ticket needs a `resolution`: how it was resolved".into())
+            }
+            (Some("open") | None, Some(_)) => {
+                return Err("`resolution` goes with \"status\": \"resolved\"".into())
+            }
+            _ => {}
+        }
+        let assignee = assignee
+            .map(|a| a.map(|a| checked_text(a, "assignee", 100)).transpose())
+            .transpose()?;
+        let note = note.map(|n| checked_text(n, "note", 4000)).transpose()?;
+        if status.is_none() && assignee.is_none() && note.is_none() {
+            return Err("nothing to change: give status, assignee or note".into());
+        }
+        Ok(Self {
+            by,
+            status,
+            resolution,
+            assignee,
+            note,
+        })
+    }
+}
+
 /// One entry of a ticket's audit trail.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TicketEvent {

@@ -319,6 +319,12 @@ fn tickets_query(prefix: &str, q: &TicketQuery) -> QueryBuilder<'static, Sqlite>
             b.push(" AND caller_number = ").push_bind(full.clone());
         }
     }
+    if let Some(assignee) = &q.assignee {
+        b.push(" AND assignee = ").push_bind(assignee.clone());
+    }
+    if q.unresolved {
+        b.push(" AND status IN ('open', 'escalated')");
+    }
     if let Some(at) = q.overdue_at {
         b.push(" AND status IN ('open', 'escalated') AND due_at <= ")
             .push_bind(to_millis(at));

@@ -174,7 +174,7 @@ pub fn seed_sqlite(
                     "Synthetic ticket for load measurement",
                     from,
                     started + 15_000,
-                    if open { "open" } else { "closed" },
+                    if open { "open" } else { "resolved" },
                     started + 2 * 86_400_000
                 ])?;
                 done.tickets += 1;
