@@ -156,6 +156,32 @@ impl Schedule {
         self.instant(day, None)
     }
 
+    /// Each weekday, Monday first, with its hours as a timetable reads them
+    /// (`08:00–12:00, 13:00–17:00`, `closed`).
+    pub fn timetable(&self) -> Vec<(&'static str, String)> {
+        DAY_NAMES
+            .iter()
+            .zip(&self.weekly)
+            .map(|(day, spans)| {
+                let hours = if spans.is_empty() {
+                    "closed".to_string()
+                } else {
+                    spans
+                        .iter()
+                        .map(|s| {
+                            let end = s
+                                .end
+                                .map_or("24:00".into(), |e| e.format("%H:%M").to_string());
+                            format!("{}–{end}", s.start.format("%H:%M"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                (*day, hours)
+            })
+            .collect()
+    }
+
     /// The hours in words, for the closed message: days with the same hours are grouped.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = Vec::new();

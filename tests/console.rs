@@ -677,3 +677,74 @@ async fn ivr_users_adds_changes_and_disables_accounts_from_the_command_line() {
         assert!(audit.body.contains(line), "{line}: {}", audit.body);
     }
 }
+
+#[tokio::test]
+async fn managers_set_the_hours_override_and_agents_see_it() {
+    // Sunday morning: the schedule says closed.
+    let app = spawn_at(sunday_morning()).await;
+    add_user(&app, "mgr", "manager").await;
+    add_user(&app, "agent.one", "agent").await;
+    let mut mgr = ConsoleClient::signed_in(&app, "mgr").await;
+    let page = mgr.get("/console/hours").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page
+        .body
+        .contains("Guest Care is <strong>closed</strong> now."));
+    assert!(
+        page.body.contains("<th scope=\"row\">Monday</th><td>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("America/Winnipeg"));
+
+    let set = mgr
+        .post(
+            "/console/hours",
+            &[("csrf", &page.csrf()), ("state", "open")],
+        )
+        .await;
+    assert_eq!(set.status, 303, "{}", set.body);
+    let page = mgr.get("/console/hours").await;
+    assert!(page
+        .body
+        .contains("Guest Care is <strong>open</strong> now, by the override."));
+    assert_eq!(app.api("/api/hours").await["state"], "open");
+    // A caller now reaches the open menu.
+    let call = app.call(GUEST_CARE).await;
+    assert!(call.twiml.first("Gather").is_some(), "{}", call.xml);
+    let audit = mgr.get("/console/audit").await;
+    assert!(audit
+        .body
+        .contains("<td>mgr</td><td>hours.override</td><td>open</td>"));
+
+    let mut agent = ConsoleClient::signed_in(&app, "agent.one").await;
+    let seen = agent.get("/console/hours").await;
+    assert!(seen.body.contains("Only managers can change it."));
+    assert!(seen
+        .body
+        .contains("<strong class=\"override\">open</strong>"));
+    let refused = agent
+        .post(
+            "/console/hours",
+            &[("csrf", &seen.csrf()), ("state", "closed")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(app.api("/api/hours").await["state"], "open");
+
+    let bad = mgr
+        .post(
+            "/console/hours",
+            &[("csrf", &page.csrf()), ("state", "maybe")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let clear = mgr
+        .post(
+            "/console/hours",
+            &[("csrf", &page.csrf()), ("state", "schedule")],
+        )
+        .await;
+    assert_eq!(clear.status, 303);
+    assert_eq!(app.api("/api/hours").await["state"], Value::Null);
+}

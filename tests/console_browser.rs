@@ -113,6 +113,16 @@ async fn a_manager_signs_in_filters_opens_a_call_and_downloads_the_csv() {
     b.wait_for_text("table tbody", "user.add").await;
     b.assert_accessible("audit").await;
     b.screenshot("audit").await;
+
+    // Hours: a manager closes Guest Care by the override.
+    b.click("nav a[href='/console/hours']").await;
+    b.wait_for_text("p.now", "Guest Care is open now").await;
+    b.click("#over-closed").await;
+    b.click("form.stack button[type=submit]").await;
+    b.wait_for_text("p.now", "Guest Care is closed now, by the override.")
+        .await;
+    b.assert_accessible("hours").await;
+    b.screenshot("hours").await;
     b.quit().await;
 }
 

@@ -5,6 +5,7 @@
 pub mod accounts;
 mod auth;
 mod calls;
+mod hours;
 mod tickets;
 mod users;
 
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/users/{name}/disable", post(users::disable))
         .route("/console/users/{name}/enable", post(users::enable))
         .route("/console/audit", get(users::audit))
+        .route("/console/hours", post(hours::set))
         .route_layer(middleware::from_fn(auth::require_manager));
     let signed = Router::new()
         .route("/console", get(|| async { Redirect::to("/console/calls") }))
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/calls.csv", get(calls::export))
         .route("/console/calls/{sid}", get(calls::detail))
         .route("/console/calls/{sid}/recording", get(calls::recording))
+        .route("/console/hours", get(hours::page))
         .route("/console/tickets", get(tickets::queue))
         .route("/console/tickets/bulk", post(tickets::bulk))
         .route(
