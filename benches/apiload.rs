@@ -5,7 +5,7 @@
 //! over HTTP, one request at a time: the first page of `GET /api/calls`, a page half-way down
 //! the keyset, filters by line, date range, ticket category and all three, the ticket lists,
 //! and a call's detail; then the console's pages (call log with filters, a call, the ticket
-//! tabs, a ticket) signed in as a manager. Prints p50/p95/max per query and SQLite's query
+//! tabs, a ticket, insights over 7 and 92 days) signed in as a manager. Prints p50/p95/max per query and SQLite's query
 //! plan for each list query. `--smoke` seeds 20,000 calls (CI).
 
 #![forbid(unsafe_code)]
@@ -361,6 +361,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         ),
         ("console: tickets mine", "/console/tickets?tab=mine".into()),
         ("console: a ticket", "/console/tickets/GC-000100".into()),
+        ("console: insights, 7 days", "/console/insights".into()),
+        (
+            "console: insights, 92 days",
+            format!(
+                "/console/insights?from={}&to={}",
+                day(Utc::now() - Days::days(91)),
+                day(Utc::now())
+            ),
+        ),
     ];
     let mut worst_page = 0.0f64;
     for (name, path) in &console_pages {

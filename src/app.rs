@@ -25,6 +25,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         calls: db,
         work,
         console,
+        insights,
     } = storage::open(&config.database_url, config.sqlite_synchronous)
         .await
         .context("opening the database")?;
@@ -60,6 +61,7 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         db,
         work,
         console,
+        insights,
         journal,
         metrics,
         clock,
@@ -255,6 +257,7 @@ pub fn spawn_jobs(state: &AppState) -> anyhow::Result<()> {
         state.config.contacts.clone(),
         move || clock.now(),
     );
+    crate::console::spawn_rollups(state);
     Ok(())
 }
 

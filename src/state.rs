@@ -83,6 +83,8 @@ pub struct App {
     pub work: Arc<dyn storage::WorkStore>,
     /// The console's accounts, sessions and audit log, in the same database.
     pub console: Arc<dyn storage::console::ConsoleStore>,
+    /// The console's insights (hourly roll-ups), in the same database.
+    pub insights: Arc<dyn storage::insights::InsightsStore>,
     /// Records waiting for the database.
     pub journal: Arc<storage::Journal>,
     /// Operational metrics.

@@ -748,3 +748,115 @@ async fn managers_set_the_hours_override_and_agents_see_it() {
     assert_eq!(clear.status, 303);
     assert_eq!(app.api("/api/hours").await["state"], Value::Null);
 }
+
+/// The part of the insights page from the summary to the end.
+fn figures_of(body: &str) -> String {
+    body[body.find("<p class=\"summary\">").expect("summary")..].to_string()
+}
+
+#[tokio::test]
+async fn insights_count_calls_outcomes_tickets_and_menu_drop_off_live_and_rolled_up() {
+    let app = spawn_app().await;
+    // Hung up in the store menu; in the legal menu; in the escalation queue; a voicemail.
+    let hung_up = app.call_from_another(STORE).await;
+    hung_up.completes(12).await;
+    let mut legal = app.call_from_another(STORE).await;
+    legal.press("7").await;
+    legal.completes(20).await;
+    let mut queued = app.call_from_another(GUEST_CARE).await;
+    queued.press("5").await;
+    queued.queue_ends("hangup").await;
+    let mut summons = app.call_from_another(STORE).await;
+    summons.press("7").await;
+    summons.press("1").await;
+    summons
+        .leave_voicemail("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE2")
+        .await;
+    add_user(&app, "agent.one", "agent").await;
+    let mut c = ConsoleClient::signed_in(&app, "agent.one").await;
+
+    let live = c.get("/console/insights").await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    let body = &live.body;
+    assert!(
+        body.contains("<strong>4</strong> calls from 2026-11-17 to 2026-11-23."),
+        "{body}"
+    );
+    assert!(body.contains("Abandoned in menus: <strong class=\"abandoned-menus\">2</strong>"));
+    assert!(body.contains("in the escalation queue: <strong class=\"abandoned-queue\">1</strong>"));
+    assert!(
+        body.contains("<tr><th scope=\"row\">Follow-Up</th><td>2</td></tr>"),
+        "{body}"
+    );
+    assert!(body.contains("<tr><th scope=\"row\">abandoned</th><td>2</td></tr>"));
+    assert!(
+        body.contains("<tr><th scope=\"row\">10</th><td>4</td></tr>"),
+        "per hour"
+    );
+    assert!(
+        body.contains("<tr><th scope=\"row\">23 Nov</th><td>4</td></tr>"),
+        "per day"
+    );
+    // Three calls reached the store menu, two chose 7; one reached the legal menu, chose
+    // nothing there; one reached it and chose 1.
+    assert!(
+        body.contains(
+            "<tr><td><code>store.main</code></td><td>3</td><td>2</td><td>1</td><td>67%</td></tr>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains(
+        "<tr><td><code>legal.main</code></td><td>2</td><td>1</td><td>1</td><td>50%</td></tr>"
+    ));
+    assert!(body.contains("<svg class=\"chart\" role=\"img\""));
+
+    // The flow picture: each flow drawn, each node with its calls of the last 7 days.
+    let flows = c.get("/console/flows").await;
+    assert_eq!(flows.status, 200, "{}", flows.body);
+    assert!(flows.body.contains("<h2 id=\"flow-store-h\">store</h2>"));
+    assert!(
+        flows.body.contains(">main</text><text class=\"kind\" x=\""),
+        "{}",
+        flows.body
+    );
+    assert!(
+        flows.body.contains(">menu · 3 calls</text>"),
+        "{}",
+        flows.body
+    );
+    assert!(flows
+        .body
+        .contains("<tr><td><code>legal.main</code></td><td>menu</td><td>2</td></tr>"));
+
+    // Four hours later the hour is rolled up: the same figures, read from the roll-up.
+    let state = app.state.clone().expect("state");
+    app.clock.set(monday_morning() + chrono::Duration::hours(4));
+    let hours = state
+        .insights
+        .roll_up(app.clock.now() - chrono::Duration::hours(3))
+        .await
+        .expect("roll up");
+    assert!(hours >= 1);
+    let mut c = ConsoleClient::signed_in(&app, "agent.one").await;
+    let rolled = c
+        .get("/console/insights?from=2026-11-17&to=2026-11-23")
+        .await;
+    assert_eq!(figures_of(&rolled.body), figures_of(&live.body));
+    let rows: i64 = rusqlite::Connection::open(&app.db_path)
+        .expect("open")
+        .query_row("SELECT sum(calls) FROM call_hours", [], |r| r.get(0))
+        .expect("roll-up rows");
+    assert_eq!(rows, 4);
+
+    // Bad ranges are said on the page.
+    let backwards = c
+        .get("/console/insights?from=2026-11-23&to=2026-11-01")
+        .await;
+    assert_eq!(backwards.status, 400);
+    assert!(backwards.body.contains("The first day is after the last."));
+    let long = c
+        .get("/console/insights?from=2026-01-01&to=2026-11-23")
+        .await;
+    assert_eq!(long.status, 400);
+    assert!(long.body.contains("Show at most 92 days at a time."));
+}

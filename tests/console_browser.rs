@@ -114,6 +114,19 @@ async fn a_manager_signs_in_filters_opens_a_call_and_downloads_the_csv() {
     b.assert_accessible("audit").await;
     b.screenshot("audit").await;
 
+    // Insights: the charts drawn as SVG, their figures in tables.
+    b.click("nav a[href='/console/insights']").await;
+    b.wait_for_text("p.summary", "3 calls").await;
+    assert!(b.count("svg.chart").await >= 4);
+    b.assert_accessible("insights").await;
+    b.screenshot("insights").await;
+
+    b.click("nav a[href='/console/flows']").await;
+    b.wait_for_text("main", "guest_care").await;
+    assert!(b.count("svg.flow").await >= 2);
+    b.assert_accessible("flows").await;
+    b.screenshot("flows").await;
+
     // Hours: a manager closes Guest Care by the override.
     b.click("nav a[href='/console/hours']").await;
     b.wait_for_text("p.now", "Guest Care is open now").await;

@@ -481,6 +481,7 @@ async fn a_panic_inside_a_step_still_routes_the_caller_and_is_counted_and_logged
         style,
         last_resort: state.last_resort.clone(),
         console: state.console.clone(),
+        insights: state.insights.clone(),
     }));
     let served = panicking.clone();
     tokio::spawn(async move {

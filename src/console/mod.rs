@@ -5,7 +5,10 @@
 pub mod accounts;
 mod auth;
 mod calls;
+mod flows;
 mod hours;
+mod insights;
+mod svg;
 mod tickets;
 mod users;
 
@@ -21,6 +24,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 
 pub use auth::Signed;
+pub use insights::spawn_rollups;
 
 /// The Content-Security-Policy of every console page: scripts and styles from the console
 /// itself only (no inline script or style), no frames, forms post back here only.
@@ -51,6 +55,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/calls/{sid}", get(calls::detail))
         .route("/console/calls/{sid}/recording", get(calls::recording))
         .route("/console/hours", get(hours::page))
+        .route("/console/insights", get(insights::page))
+        .route("/console/flows", get(flows::page))
         .route("/console/tickets", get(tickets::queue))
         .route("/console/tickets/bulk", post(tickets::bulk))
         .route(

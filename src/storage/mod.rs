@@ -1,6 +1,7 @@
 //! Storage: one interface, one implementation per backend, migrations per backend.
 
 pub mod console;
+pub mod insights;
 mod journal;
 mod journaled;
 pub mod sqlite;
@@ -222,6 +223,8 @@ pub struct Backend {
     pub work: Arc<dyn WorkStore>,
     /// The console's accounts, sessions and audit log.
     pub console: Arc<dyn console::ConsoleStore>,
+    /// The console's insights: hourly roll-ups and counts.
+    pub insights: Arc<dyn insights::InsightsStore>,
 }
 
 /// Opens the backend named by the URL's scheme; `sync` is SQLite's durability setting.
@@ -231,7 +234,8 @@ pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Bac
         Ok(Backend {
             calls: store.clone(),
             work: store.clone(),
-            console: store,
+            console: store.clone(),
+            insights: store,
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::unsupported(

@@ -6,6 +6,7 @@ mod console;
 mod error;
 mod guard;
 mod hot_path;
+pub(crate) mod insights;
 mod metrics;
 pub mod queries;
 pub(super) mod seed;

@@ -183,6 +183,19 @@ pub fn seed_sqlite(
         }
         tx.commit()?;
     }
+    // The console's insights read hourly roll-ups: made here for every seeded hour, as the
+    // server's job would (the calls are over).
+    let hour = 3_600_000;
+    let (from, to) = (end - span - hour, end - end.rem_euclid(hour) + hour);
+    let tx = conn.transaction()?;
+    for statement in super::insights::roll_up_sql()
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        tx.execute(statement, params![from - from.rem_euclid(hour), to])?;
+    }
+    tx.commit()?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(done)
 }
