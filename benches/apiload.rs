@@ -5,7 +5,7 @@
 //! over HTTP, one request at a time: the first page of `GET /api/calls`, a page half-way down
 //! the keyset, filters by line, date range, ticket category and all three, the ticket lists,
 //! and a call's detail; then the console's pages (call log with filters, a call, the ticket
-//! tabs, a ticket, insights over 7 and 92 days) signed in as a manager. Prints p50/p95/max per query and SQLite's query
+//! tabs, a ticket, insights over 7 and 92 days, the flow pictures) signed in as a manager. Prints p50/p95/max per query and SQLite's query
 //! plan for each list query. `--smoke` seeds 20,000 calls (CI).
 
 #![forbid(unsafe_code)]
@@ -73,6 +73,37 @@ impl Drop for Stop {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `requests` answers to `req` (after 5 to warm up), each timed, sorted; and the last body.
+/// Any answer but 200 stops the benchmark.
+async fn timed(
+    req: &reqwest::RequestBuilder,
+    requests: usize,
+) -> anyhow::Result<(Vec<Duration>, String)> {
+    let mut times = Vec::with_capacity(requests);
+    let mut body = String::new();
+    for i in 0..requests + 5 {
+        let req = req
+            .try_clone()
+            .ok_or_else(|| anyhow::anyhow!("request not cloneable"))?;
+        let t = Instant::now();
+        let res = req.send().await?;
+        let status = res.status();
+        body = res.text().await?;
+        let took = t.elapsed();
+        anyhow::ensure!(status == 200, "HTTP {status}: {body}");
+        if i >= 5 {
+            times.push(took);
+        }
+    }
+    times.sort();
+    Ok((times, body))
+}
+
+/// The `q` quantile of sorted times, in ms.
+fn percentile(times: &[Duration], q: f64) -> f64 {
+    ms(times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1])
 }
 
 /// A console session: adds a manager with `ivr users add` and signs in through the form;
@@ -288,31 +319,14 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
 
     let mut worst = 0.0f64;
     for (name, path, plan) in &rows {
-        let mut times = Vec::with_capacity(requests);
-        let mut items = 0;
-        for i in 0..requests + 5 {
-            let t = Instant::now();
-            let res = http
-                .get(format!("{base}{path}"))
-                .bearer_auth(API_TOKEN)
-                .send()
-                .await?;
-            let status = res.status();
-            let body: serde_json::Value = res.json().await?;
-            let took = t.elapsed();
-            anyhow::ensure!(status == 200, "{path}: HTTP {status}: {body}");
-            if i >= 5 {
-                times.push(took);
-            }
-            items = ["calls", "tickets", "steps"]
-                .iter()
-                .find_map(|k| body.get(k).and_then(|v| v.as_array()).map(Vec::len))
-                .unwrap_or(0);
-        }
-        times.sort();
-        let p = |q: f64| {
-            ms(times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1])
-        };
+        let api = http.get(format!("{base}{path}")).bearer_auth(API_TOKEN);
+        let (times, body) = timed(&api, requests).await?;
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        let items = ["calls", "tickets", "steps"]
+            .iter()
+            .find_map(|k| body.get(k).and_then(|v| v.as_array()).map(Vec::len))
+            .unwrap_or(0);
+        let p = |q| percentile(&times, q);
         worst = worst.max(p(0.95));
         say(format!(
             "{name:<24} {items:>3} rows  p50 {:>6.2} ms  p95 {:>6.2} ms  max {:>6.2} ms   GET {path}",
@@ -362,6 +376,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         ("console: tickets mine", "/console/tickets?tab=mine".into()),
         ("console: a ticket", "/console/tickets/GC-000100".into()),
         ("console: insights, 7 days", "/console/insights".into()),
+        ("console: flow pictures", "/console/flows".into()),
         (
             "console: insights, 92 days",
             format!(
@@ -373,22 +388,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     ];
     let mut worst_page = 0.0f64;
     for (name, path) in &console_pages {
-        let mut times = Vec::with_capacity(requests);
-        for i in 0..requests + 5 {
-            let t = Instant::now();
-            let res = console.get(format!("{base}{path}")).send().await?;
-            let status = res.status();
-            let body = res.text().await?;
-            let took = t.elapsed();
-            anyhow::ensure!(status == 200, "{path}: HTTP {status}: {body}");
-            if i >= 5 {
-                times.push(took);
-            }
-        }
-        times.sort();
-        let p = |q: f64| {
-            ms(times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1])
-        };
+        let (times, _) = timed(&console.get(format!("{base}{path}")), requests).await?;
+        let p = |q| percentile(&times, q);
         worst_page = worst_page.max(p(0.95));
         say(format!(
             "{name:<30} p50 {:>6.2} ms  p95 {:>6.2} ms  max {:>6.2} ms   GET {path}",

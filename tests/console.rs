@@ -325,25 +325,7 @@ fn csv_sids(csv: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_call_log_filters_pages_and_exports_the_whole_filtered_set() {
     // 1,200 synthetic calls over 30 days, then a real store call and a real Guest Care one.
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ivr.db");
-    let url = format!("sqlite://{}", db.display());
-    {
-        let seeded = spawn_with(Options {
-            database: Some(db.clone()),
-            ..Options::default()
-        })
-        .await;
-        drop(seeded);
-    }
-    ivr::storage::seed(&url, 1_200, 30, monday_morning())
-        .await
-        .expect("seed");
-    let app = spawn_with(Options {
-        database: Some(db.clone()),
-        ..Options::default()
-    })
-    .await;
+    let (app, _dir) = spawn_seeded(1_200).await;
     let mut store_call = app.call_from(STORE, "+12045559876").await;
     store_call.press("1").await;
     let mut gc = app.call(GUEST_CARE).await;

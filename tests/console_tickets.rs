@@ -32,6 +32,13 @@ fn listed(page: &Page) -> Vec<String> {
         .collect()
 }
 
+/// A bulk action on the open OOM tickets.
+async fn bulk_open_oom(c: &mut ConsoleClient, csrf: &str, action: &[(&str, &str)]) -> Page {
+    let mut form = vec![("csrf", csrf), ("tab", "open"), ("category", "OOM")];
+    form.extend_from_slice(action);
+    c.post("/console/tickets/bulk", &form).await
+}
+
 async fn act(c: &mut ConsoleClient, number: &str, form: &[(&str, &str)]) -> Page {
     let csrf = c.get(&format!("/console/tickets/{number}")).await.csrf();
     let mut form = form.to_vec();
@@ -198,28 +205,7 @@ async fn the_overdue_tab_shows_tickets_past_due_with_their_timers() {
 
 #[tokio::test]
 async fn bulk_actions_change_every_ticket_of_the_filtered_set_not_only_the_page() {
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ivr.db");
-    drop(
-        spawn_with(Options {
-            database: Some(db.clone()),
-            ..Options::default()
-        })
-        .await,
-    );
-    ivr::storage::seed(
-        &format!("sqlite://{}", db.display()),
-        20_000,
-        30,
-        monday_morning(),
-    )
-    .await
-    .expect("seed");
-    let app = spawn_with(Options {
-        database: Some(db.clone()),
-        ..Options::default()
-    })
-    .await;
+    let (app, _dir) = spawn_seeded(20_000).await;
     add_user(&app, "mgr", "manager").await;
     add_user(&app, "agent.one", "agent").await;
     let mut c = ConsoleClient::signed_in(&app, "mgr").await;
@@ -252,19 +238,12 @@ async fn bulk_actions_change_every_ticket_of_the_filtered_set_not_only_the_page(
     let queue = c.get("/console/tickets?tab=open&category=OOM").await;
     assert_eq!(listed(&queue).len(), 50);
     let csrf = queue.csrf();
-    let done = c
-        .post(
-            "/console/tickets/bulk",
-            &[
-                ("csrf", &csrf),
-                ("tab", "open"),
-                ("category", "OOM"),
-                ("caller", ""),
-                ("action", "assign"),
-                ("assignee", "agent.one"),
-            ],
-        )
-        .await;
+    let done = bulk_open_oom(
+        &mut c,
+        &csrf,
+        &[("action", "assign"), ("assignee", "agent.one")],
+    )
+    .await;
     assert_eq!(done.status, 303, "{}", done.body);
     let back = c.get(&done.header("location")).await;
     assert!(
@@ -279,31 +258,18 @@ async fn bulk_actions_change_every_ticket_of_the_filtered_set_not_only_the_page(
     assert!(mine.body.contains("Older tickets"));
 
     // Resolving the set needs a resolution; then none of it is open, the rest untouched.
-    let refused = c
-        .post(
-            "/console/tickets/bulk",
-            &[
-                ("csrf", &csrf),
-                ("tab", "open"),
-                ("category", "OOM"),
-                ("action", "resolve"),
-            ],
-        )
-        .await;
+    let refused = bulk_open_oom(&mut c, &csrf, &[("action", "resolve")]).await;
     assert_eq!(refused.status, 400);
     assert_eq!(count("status=open&category=OOM").await, open_oom);
-    let done = c
-        .post(
-            "/console/tickets/bulk",
-            &[
-                ("csrf", &csrf),
-                ("tab", "open"),
-                ("category", "OOM"),
-                ("action", "resolve"),
-                ("resolution", "Duplicate of a store ticket"),
-            ],
-        )
-        .await;
+    let done = bulk_open_oom(
+        &mut c,
+        &csrf,
+        &[
+            ("action", "resolve"),
+            ("resolution", "Duplicate of a store ticket"),
+        ],
+    )
+    .await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(count("status=open&category=OOM").await, 0);
     assert_eq!(count("status=open").await, open_all - open_oom);

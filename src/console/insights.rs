@@ -110,24 +110,28 @@ fn charts(state: &AppState, counts: &Counts, from: NaiveDate, to: NaiveDate) -> 
         .map(|d| (d, 0))
         .collect();
     let mut per_hour = [0u64; 24];
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut transfers: BTreeMap<String, u64> = BTreeMap::new();
-    for h in &counts.hours {
-        let local = h.hour.with_timezone(&tz);
-        *per_day.entry(local.date_naive()).or_default() += h.calls;
-        per_hour[local.hour() as usize] += h.calls;
-        let outcome = if h.outcome.is_empty() {
-            "(none yet)"
-        } else {
-            h.outcome.as_str()
-        };
-        *outcomes.entry(outcome.to_string()).or_default() += h.calls;
-        if let Some(target) = h.outcome.strip_prefix("transferred:") {
-            *transfers.entry(target.to_string()).or_default() += h.calls;
-        }
+    for (hour, calls) in &counts.hours {
+        let local = hour.with_timezone(&tz);
+        *per_day.entry(local.date_naive()).or_default() += calls;
+        per_hour[local.hour() as usize] += calls;
     }
-    let mut outcomes: Vec<Bar> = outcomes.into_iter().collect();
-    outcomes.sort_by_key(|b| std::cmp::Reverse(b.1));
+    let outcomes: Vec<Bar> = counts
+        .outcomes
+        .iter()
+        .map(|(o, n)| {
+            let o = if o.is_empty() {
+                "(none yet)"
+            } else {
+                o.as_str()
+            };
+            (o.to_string(), *n)
+        })
+        .collect();
+    let transfers: Vec<Bar> = counts
+        .outcomes
+        .iter()
+        .filter_map(|(o, n)| Some((o.strip_prefix("transferred:")?.to_string(), *n)))
+        .collect();
     let days = per_day.len();
     vec![
         chart(
@@ -150,12 +154,7 @@ fn charts(state: &AppState, counts: &Counts, from: NaiveDate, to: NaiveDate) -> 
             Some(3),
         ),
         chart("outcomes", "Outcomes", outcomes, None),
-        chart(
-            "transfers",
-            "Transfers by target",
-            transfers.into_iter().collect(),
-            None,
-        ),
+        chart("transfers", "Transfers by target", transfers, None),
         chart(
             "tickets",
             "Tickets opened by category",
@@ -203,14 +202,13 @@ pub async fn page(
         .insights
         .counts(schedule.start_of_day(from), schedule.start_of_day(until))
         .await?;
-    let total = counts.hours.iter().map(|h| h.calls).sum();
+    let total = counts.hours.iter().map(|(_, n)| n).sum();
     let count_of = |outcome: &str| {
         counts
-            .hours
+            .outcomes
             .iter()
-            .filter(|h| h.outcome == outcome)
-            .map(|h| h.calls)
-            .sum()
+            .find(|(o, _)| o == outcome)
+            .map_or(0, |(_, n)| *n)
     };
     let menus: std::collections::BTreeSet<String> = crate::flow::picture::picture(&state.flows)
         .nodes

@@ -7,19 +7,6 @@ use super::StoreResult;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-/// Calls that started in one hour on one line with one outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HourCount {
-    /// Start of the hour (UTC).
-    pub hour: DateTime<Utc>,
-    /// `guest_care` or `store`.
-    pub line: String,
-    /// The call's outcome, `""` when it has none (yet).
-    pub outcome: String,
-    /// How many.
-    pub calls: u64,
-}
-
 /// How many calls reached a node, and how many of them chose a menu option there.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeCount {
@@ -34,8 +21,10 @@ pub struct NodeCount {
 /// The counts of a time range.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    /// Calls by hour, line and outcome.
-    pub hours: Vec<HourCount>,
+    /// Calls by the hour they started in (start of the hour, UTC), in order.
+    pub hours: Vec<(DateTime<Utc>, u64)>,
+    /// Calls by outcome (`""` while a call has none), most first.
+    pub outcomes: Vec<(String, u64)>,
     /// Calls by node, summed over the range.
     pub nodes: Vec<NodeCount>,
     /// Tickets opened, by category.

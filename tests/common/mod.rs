@@ -251,6 +251,36 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     }
 }
 
+/// A server on a database that `ivr seed` first filled with `calls` synthetic calls over the
+/// 30 days before Monday morning; the directory holding it goes with it.
+pub async fn spawn_seeded(calls: u64) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("ivr.db");
+    let migrate = ivr::storage::open(
+        &format!("sqlite://{}", db.display()),
+        ivr::config::SqliteSync::Normal,
+    )
+    .await
+    .expect("open the database")
+    .calls;
+    migrate.migrate().await.expect("migrate");
+    migrate.close().await.expect("close");
+    ivr::storage::seed(
+        &format!("sqlite://{}", db.display()),
+        calls,
+        30,
+        monday_morning(),
+    )
+    .await
+    .expect("seed");
+    let app = spawn_with(Options {
+        database: Some(db),
+        ..Options::default()
+    })
+    .await;
+    (app, dir)
+}
+
 /// One element of a parsed TwiML document.
 #[derive(Debug, Clone, Default)]
 pub struct El {

@@ -1,6 +1,6 @@
 //! SQLite: the hourly roll-ups of the console's insights and the counts read from them.
 
-use crate::storage::insights::{Counts, HourCount, InsightsStore, NodeCount};
+use crate::storage::insights::{Counts, InsightsStore, NodeCount};
 use crate::storage::{from_millis, to_millis, SqliteStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -90,20 +90,42 @@ impl InsightsStore for SqliteStore {
             .unwrap_or(since)
             .clamp(since, until);
         let db = self.reader()?;
-        let mut counts = Counts::default();
+        let mut hours: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
         let mut nodes: BTreeMap<String, NodeCount> = BTreeMap::new();
-        // Rolled-up hours, then the hours since, counted live.
+        let count = |r: &sqlx::sqlite::SqliteRow, col: &str| -> StoreResult<u64> {
+            Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
+        };
+        // Summed in SQL, so that a page reads a few rows per hour: rolled-up hours from
+        // the roll-ups, the hours since live from the calls and steps.
+        let live_hours =
+            format!("SELECT hour, sum(calls) AS calls FROM ({CALL_HOURS}) GROUP BY hour");
+        let live_outcomes =
+            format!("SELECT outcome, sum(calls) AS calls FROM ({CALL_HOURS}) GROUP BY outcome");
+        let live_nodes = format!(
+            "SELECT node, sum(reached) AS reached, sum(chose) AS chose FROM ({NODE_HOURS}) \
+             GROUP BY node"
+        );
         let parts = [
             (
-                "SELECT hour, line, outcome, calls FROM call_hours WHERE hour >= ?1 AND hour < ?2",
+                "SELECT hour, sum(calls) AS calls FROM call_hours \
+                 WHERE hour >= ?1 AND hour < ?2 GROUP BY hour",
+                "SELECT outcome, sum(calls) AS calls FROM call_hours \
+                 WHERE hour >= ?1 AND hour < ?2 GROUP BY outcome",
                 "SELECT node, sum(reached) AS reached, sum(chose) AS chose FROM node_hours \
                  WHERE hour >= ?1 AND hour < ?2 GROUP BY node",
                 since,
                 rolled,
             ),
-            (CALL_HOURS, "", rolled, until),
+            (
+                live_hours.as_str(),
+                live_outcomes.as_str(),
+                live_nodes.as_str(),
+                rolled,
+                until,
+            ),
         ];
-        for (hours_sql, nodes_sql, from, to) in parts {
+        for (hours_sql, outcomes_sql, nodes_sql, from, to) in parts {
             if from >= to {
                 continue;
             }
@@ -113,22 +135,16 @@ impl InsightsStore for SqliteStore {
                 .fetch_all(db)
                 .await?
             {
-                counts.hours.push(HourCount {
-                    hour: from_millis(r.try_get("hour")?),
-                    line: r.try_get("line")?,
-                    outcome: r.try_get("outcome")?,
-                    calls: u64::try_from(r.try_get::<i64, _>("calls")?).unwrap_or(0),
-                });
+                *hours.entry(r.try_get("hour")?).or_default() += count(&r, "calls")?;
             }
-            let live = format!(
-                "SELECT node, sum(reached) AS reached, sum(chose) AS chose FROM ({NODE_HOURS}) \
-                 GROUP BY node"
-            );
-            let nodes_sql = if nodes_sql.is_empty() {
-                live.as_str()
-            } else {
-                nodes_sql
-            };
+            for r in sqlx::query(outcomes_sql)
+                .bind(from)
+                .bind(to)
+                .fetch_all(db)
+                .await?
+            {
+                *outcomes.entry(r.try_get("outcome")?).or_default() += count(&r, "calls")?;
+            }
             for r in sqlx::query(nodes_sql)
                 .bind(from)
                 .bind(to)
@@ -140,10 +156,19 @@ impl InsightsStore for SqliteStore {
                     node,
                     ..NodeCount::default()
                 });
-                n.reached += u64::try_from(r.try_get::<i64, _>("reached")?).unwrap_or(0);
-                n.chose += u64::try_from(r.try_get::<i64, _>("chose")?).unwrap_or(0);
+                n.reached += count(&r, "reached")?;
+                n.chose += count(&r, "chose")?;
             }
         }
+        let mut counts = Counts {
+            hours: hours
+                .into_iter()
+                .map(|(h, n)| (from_millis(h), n))
+                .collect(),
+            outcomes: outcomes.into_iter().collect(),
+            ..Counts::default()
+        };
+        counts.outcomes.sort_by_key(|o| std::cmp::Reverse(o.1));
         counts.nodes = nodes.into_values().collect();
         for category in crate::domain::CATEGORIES {
             let n: i64 = sqlx::query_scalar(
