@@ -110,6 +110,15 @@ async fn every_manager_query_uses_an_index() {
                 ..Default::default()
             },
         ),
+        (
+            "the console's \"mine\" tab",
+            TicketQuery {
+                assignee: Some("agent.one".into()),
+                unresolved: true,
+                limit: 50,
+                ..Default::default()
+            },
+        ),
     ];
     for (what, q) in &tickets {
         assert_indexed(what, &store.explain_tickets(q).await.unwrap());
@@ -134,6 +143,13 @@ async fn every_manager_query_uses_an_index() {
         partner.contains("tickets_by_external_ref (external_ref=?)"),
         "{partner}"
     );
+    // Migration 0010's partial index (assigned tickets only) serves the "mine" tab.
+    let mine = store
+        .explain_tickets(&tickets[3].1)
+        .await
+        .unwrap()
+        .join(" | ");
+    assert!(mine.contains("tickets_by_assignee (assignee=?)"), "{mine}");
 }
 
 /// One column of what a statement returns, on a read-only connection to the file.
