@@ -113,6 +113,12 @@ async fn wrong_passwords_are_refused_then_the_account_is_held_for_the_lockout() 
     let unknown = c.sign_in("nobody", PASSWORD).await;
     assert_eq!(unknown.status, 401);
     assert!(unknown.body.contains("Wrong account name or password."));
+    // A name no account can have (here a password typed in the wrong field) is refused
+    // the same way, but neither counted nor written down.
+    let misplaced = c.sign_in("Hunter2 Secret!", PASSWORD).await;
+    assert_eq!(misplaced.status, 401);
+    assert!(misplaced.body.contains("Wrong account name or password."));
+    assert!(!misplaced.body.contains("Hunter2"));
     let fifth = c.sign_in("mgr", "still not it, sorry").await;
     assert_eq!(fifth.status, 429, "{}", fifth.body);
     // Held: even the right password is refused until the window has passed.
@@ -131,6 +137,7 @@ async fn wrong_passwords_are_refused_then_the_account_is_held_for_the_lockout() 
     // The failures are in the audit log a manager reads.
     let audit = c.get("/console/audit").await;
     assert_eq!(audit.body.matches("sign_in.failed").count(), 6);
+    assert!(!audit.body.contains("Hunter2"));
     assert!(audit.body.contains("<td>sign_in</td>"));
 }
 
@@ -830,7 +837,21 @@ async fn insights_count_calls_outcomes_tickets_and_menu_drop_off_live_and_rolled
         .expect("roll-up rows");
     assert_eq!(rows, 4);
 
-    // Bad ranges are said on the page.
+    // Bad ranges are said on the page; a far year is refused, not a panic.
+    for far in [
+        "/console/insights?to=-262143-01-01",
+        "/console/insights?from=99999-01-01",
+        "/console/calls?from=-262143-01-01",
+        "/console/calls?to=262142-12-31",
+    ] {
+        let page = c.get(far).await;
+        assert_eq!(page.status, 400, "{far}");
+        assert!(
+            page.body.contains("must be like 2026-12-07"),
+            "{far}: {}",
+            page.body
+        );
+    }
     let backwards = c
         .get("/console/insights?from=2026-11-23&to=2026-11-01")
         .await;

@@ -188,6 +188,11 @@ async fn an_agent_works_a_ticket_is_kept_from_user_admin_and_an_idle_session_end
     // 31 minutes later the next filter (an htmx request) lands on the sign-in page.
     b.goto("/console/calls").await;
     b.wait_for_text("h1", "Calls").await;
+    // A filter the server refuses says why in the page (htmx swaps the 400 in).
+    b.fill("#caller", "12").await;
+    b.click(".filters button[type=submit]").await;
+    b.wait_for_text("#results", "caller must be a whole phone number")
+        .await;
     app.clock
         .set(monday_morning() + chrono::Duration::minutes(31));
     b.fill("#caller", "9876").await;

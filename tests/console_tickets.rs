@@ -275,6 +275,26 @@ async fn bulk_actions_change_every_ticket_of_the_filtered_set_not_only_the_page(
     assert_eq!(count("status=open").await, open_all - open_oom);
     assert!(listed(&agent.get("/console/tickets?tab=mine").await).is_empty());
 
+    // On the resolved tab the form offers reopening, not resolving; resolving the resolved
+    // again changes none of them (their resolutions stay).
+    let resolved_tab = c.get("/console/tickets?tab=resolved&category=OOM").await;
+    assert!(!resolved_tab.body.contains("<option value=\"resolve\">"));
+    assert!(resolved_tab.body.contains("<option value=\"reopen\">"));
+    let again = c
+        .post(
+            "/console/tickets/bulk",
+            &[
+                ("csrf", &csrf),
+                ("tab", "resolved"),
+                ("category", "OOM"),
+                ("action", "resolve"),
+                ("resolution", "Overwritten"),
+            ],
+        )
+        .await;
+    let back = c.get(&again.header("location")).await;
+    assert!(back.body.contains("0 tickets resolved."), "{}", back.body);
+
     let audit = c.get("/console/audit").await;
     assert!(
         audit
@@ -283,5 +303,5 @@ async fn bulk_actions_change_every_ticket_of_the_filtered_set_not_only_the_page(
         "{}",
         audit.body
     );
-    assert_eq!(audit.body.matches("<td>tickets.bulk</td>").count(), 2);
+    assert_eq!(audit.body.matches("<td>tickets.bulk</td>").count(), 3);
 }

@@ -63,7 +63,7 @@ pub fn decoy_hash() -> &'static str {
     })
 }
 
-fn check_name(name: &str) -> Result<(), AccountError> {
+pub(crate) fn check_name(name: &str) -> Result<(), AccountError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()

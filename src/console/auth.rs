@@ -1,7 +1,7 @@
 //! Signing in and out, sessions (cookie, idle and absolute expiry), the form token (CSRF)
 //! on every form, the sign-in limit and the manager role.
 
-use super::accounts::{decoy_hash, random_token, verify_password};
+use super::accounts::{check_name, decoy_hash, random_token, verify_password};
 use super::{render, PageError};
 use crate::state::AppState;
 use crate::storage::console::{AuditEntry, Role, User};
@@ -285,6 +285,28 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// Password checks at once: each argon2id check takes 19 MiB and a core for a while, so a
+/// flood of sign-ins waits here instead of taking the memory and the cores the calls need
+/// (and a burst cannot outrun the failure count by much).
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Whether `password` matches `hash` (the decoy hash when there is no account), checked off
+/// the async workers; `None` when the checks were busy for 5 s.
+async fn checked_password(hash: Option<String>, password: String) -> Option<bool> {
+    let permit = tokio::time::timeout(std::time::Duration::from_secs(5), CHECKS.acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let matches = tokio::task::spawn_blocking(move || {
+        let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
+        verify_password(&hash, &password)
+    })
+    .await
+    .unwrap_or(false);
+    drop(permit);
+    Some(matches)
+}
+
 /// `POST /console/login`: checks the form token, the sign-in limit, then the password.
 pub async fn login(
     State(state): State<AppState>,
@@ -300,6 +322,18 @@ pub async fn login(
             next,
             &name,
             Some("The sign-in form was out of date. Try again.".into()),
+        );
+    }
+    // A name no account can have is refused as a wrong password is, after as long, and is
+    // not written down (nor is what was typed: it may be a password in the wrong field).
+    if check_name(&name).is_err() {
+        let _ = checked_password(None, String::new()).await;
+        return login_response(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            next,
+            "",
+            Some("Wrong account name or password.".into()),
         );
     }
     let now = state.now();
@@ -322,14 +356,19 @@ pub async fn login(
         Ok(u) => u,
         Err(e) => return PageError::from(e).into_response(),
     };
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| decoy_hash().to_string());
-    let password = f.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
+    let matches =
+        match checked_password(user.as_ref().map(|u| u.password_hash.clone()), f.password).await {
+            Some(m) => m,
+            None => {
+                return login_response(
+                    &state,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    next,
+                    &name,
+                    Some("Too many sign-ins at once. Try again in a moment.".into()),
+                )
+            }
+        };
     let user = match user {
         Some(u) if matches && !u.disabled => u,
         _ => {

@@ -62,9 +62,9 @@ impl Filters {
             if raw.is_empty() {
                 return Ok(None);
             }
-            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            super::parse_day(raw)
                 .map(Some)
-                .map_err(|_| bad(&format!("The {field} date must be like 2026-12-07.")))
+                .ok_or_else(|| bad(&format!("The {field} date must be like 2026-12-07.")))
         };
         let schedule = &state.config.schedule;
         let since = day(&self.from, "from")?.map(|d| schedule.start_of_day(d));

@@ -197,7 +197,7 @@ pub async fn page(
     let now = state.now();
     let schedule = &state.config.schedule;
     let today = schedule.local_date(now);
-    let since = schedule.start_of_day(today - chrono::Duration::days(7));
+    let since = schedule.start_of_day(today - chrono::Duration::days(6));
     let until = schedule.start_of_day(today + chrono::Duration::days(1));
     let counts = state.insights.counts(since, until).await?;
     let traffic: BTreeMap<String, u64> = counts

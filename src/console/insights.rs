@@ -175,8 +175,7 @@ pub async fn page(
     let day = |raw: &str, default: NaiveDate| -> Result<NaiveDate, String> {
         match raw.trim() {
             "" => Ok(default),
-            s => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .map_err(|_| "Dates must be like 2026-12-07.".to_string()),
+            s => super::parse_day(s).ok_or_else(|| "Dates must be like 2026-12-07.".to_string()),
         }
     };
     let range = day(&r.to, today).and_then(|to| {

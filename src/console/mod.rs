@@ -74,7 +74,16 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/login", get(auth::login_page).post(auth::login))
         .route("/console/static/{file}", get(asset))
         .merge(signed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::map_response(security_headers))
+}
+
+/// A page that panicked: logged, and an error page instead of a dropped connection.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a console page panicked");
+    let mut res = PageError::BadRequest("This page could not be drawn.".into()).into_response();
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -216,6 +225,15 @@ pub fn render(page: &impl Template) -> Response {
             PageError::BadRequest("This page could not be drawn.".into()).into_response()
         }
     }
+}
+
+/// A day typed in a form (`2026-12-07`), in the years the console deals with (2000 to
+/// 2100: a far year would overflow the date arithmetic after it).
+pub fn parse_day(raw: &str) -> Option<chrono::NaiveDate> {
+    use chrono::Datelike;
+    chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+        .ok()
+        .filter(|d| (2000..=2100).contains(&d.year()))
 }
 
 /// A time as Guest Care reads it: `2026-12-07 09:14` in the schedule's time zone.

@@ -415,8 +415,11 @@ pub async fn bulk(
         let page = state.store.list_tickets(&q).await?;
         let Some(last) = page.last() else { break };
         q.before_id = TicketNumber::parse(&last.number).ok().map(|n| n.0);
+        // A ticket already where the action would put it is left alone (resolving the
+        // resolved tab again would overwrite how each was resolved).
         numbers.extend(
             page.iter()
+                .filter(|t| change.status.as_deref() != Some(t.status.as_str()))
                 .filter_map(|t| TicketNumber::parse(&t.number).ok()),
         );
         if page.len() < BULK_BATCH as usize || q.before_id.is_none() {

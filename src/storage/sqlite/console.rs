@@ -195,12 +195,21 @@ impl ConsoleStore for SqliteStore {
         audit: &AuditEntry,
     ) -> StoreResult<u32> {
         let mut tx = self.writer()?.begin().await?;
-        // Old failures are of no use to the limit: each failure clears its name's stale ones.
+        // Old failures are of no use to the limit: each failure clears its name's stale
+        // ones, and up to 100 of the oldest of any name, so that names tried once and never
+        // again do not pile up.
         sqlx::query("DELETE FROM login_failures WHERE name = ? AND at < ?")
             .bind(name)
             .bind(to_millis(since))
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "DELETE FROM login_failures WHERE id IN \
+             (SELECT id FROM login_failures ORDER BY id LIMIT 100) AND at < ?",
+        )
+        .bind(to_millis(since))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO login_failures (name, at) VALUES (?, ?)")
             .bind(name)
             .bind(to_millis(audit.at))
