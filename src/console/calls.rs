@@ -2,8 +2,10 @@
 //! detail (its steps as a timeline, tickets, e-mails) and recording playback through the
 //! server.
 
-use super::{local_time, render, Choice, Layout, PageError, Signed};
-use crate::api::{call_cursor, next_call_cursor, parse_caller};
+use super::{
+    caller_filter, category_filter, encode, local_time, render, Choice, Layout, PageError, Signed,
+};
+use crate::api::{call_cursor, next_call_cursor};
 use crate::state::AppState;
 use crate::storage::{CallQuery, CallView, NotificationView, StepView, TicketView};
 use askama::Template;
@@ -76,14 +78,9 @@ impl Filters {
             l @ ("guest_care" | "store") => Some(l.to_string()),
             _ => return Err(bad("The line must be Guest Care or a store.")),
         };
-        let category = match self.category.trim() {
-            "" => None,
-            c if crate::domain::CATEGORIES.contains(&c) => Some(c.to_string()),
-            _ => return Err(bad("That is not a ticket category.")),
-        };
+        let category = category_filter(&self.category)?;
+        let caller = caller_filter(&self.caller)?;
         let nonempty = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
-        let caller = parse_caller(nonempty(&self.caller).as_deref())
-            .map_err(|e| PageError::BadRequest(e.message().to_string()))?;
         let after = nonempty(&self.cursor)
             .map(|c| call_cursor(&c))
             .transpose()
@@ -128,10 +125,6 @@ impl Row {
                 .unwrap_or_default(),
         }
     }
-}
-
-fn encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn line_name(c: &CallView) -> String {

@@ -236,6 +236,28 @@ pub fn parse_day(raw: &str) -> Option<chrono::NaiveDate> {
         .filter(|d| (2000..=2100).contains(&d.year()))
 }
 
+/// A path segment or query value, percent-encoded.
+pub fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The ticket category filter of a form: empty is any, else one of the categories.
+pub fn category_filter(raw: &str) -> Result<Option<String>, PageError> {
+    match raw.trim() {
+        "" => Ok(None),
+        c if crate::domain::CATEGORIES.contains(&c) => Ok(Some(c.to_string())),
+        _ => Err(PageError::BadRequest(
+            "That is not a ticket category.".into(),
+        )),
+    }
+}
+
+/// The caller filter of a form: empty is any, else a whole number or its last 4 digits.
+pub fn caller_filter(raw: &str) -> Result<Option<crate::storage::CallerMatch>, PageError> {
+    let raw = Some(raw.trim()).filter(|c| !c.is_empty());
+    crate::api::parse_caller(raw).map_err(|e| PageError::BadRequest(e.message().to_string()))
+}
+
 /// A time as Guest Care reads it: `2026-12-07 09:14` in the schedule's time zone.
 pub fn local_time(state: &AppState, t: DateTime<Utc>) -> String {
     t.with_timezone(&state.config.schedule.tz)

@@ -2,8 +2,9 @@
 //! ticket's page with its trail, calls and e-mails, the actions that work it (assign, note,
 //! resolve, reopen), and bulk actions on the whole filtered set.
 
-use super::{local_time, render, Choice, Layout, PageError, Signed};
-use crate::api::parse_caller;
+use super::{
+    caller_filter, category_filter, encode, local_time, render, Choice, Layout, PageError, Signed,
+};
 use crate::domain::TicketNumber;
 use crate::state::AppState;
 use crate::storage::{TicketChange, TicketDetail, TicketQuery, TicketView};
@@ -81,13 +82,8 @@ impl TicketFilters {
             }
             _ => return Err(bad("There is no such tab.")),
         }
-        q.category = match self.category.trim() {
-            "" => None,
-            c if crate::domain::CATEGORIES.contains(&c) => Some(c.to_string()),
-            _ => return Err(bad("That is not a ticket category.")),
-        };
-        let caller = Some(self.caller.trim()).filter(|c| !c.is_empty());
-        q.caller = parse_caller(caller).map_err(|e| PageError::BadRequest(e.message().into()))?;
+        q.category = category_filter(&self.category)?;
+        q.caller = caller_filter(&self.caller)?;
         q.before_id = match self.cursor.trim() {
             "" => None,
             c => Some(
@@ -149,10 +145,6 @@ impl Row {
             call_href: format!("/console/calls/{}", encode(&t.call_sid)),
         }
     }
-}
-
-fn encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A tab of the queue.
