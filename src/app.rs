@@ -26,9 +26,13 @@ pub async fn build_state(config: Config, clock: Clock) -> anyhow::Result<AppStat
         work,
         console,
         insights,
-    } = storage::open(&config.database_url, config.sqlite_synchronous)
-        .await
-        .context("opening the database")?;
+    } = storage::open_with(
+        &config.database_url,
+        config.sqlite_synchronous,
+        config.postgres,
+    )
+    .await
+    .context("opening the database")?;
     db.migrate().await.context("migrating the database")?;
     let style = Style {
         base_url: config.public_url.clone(),

@@ -548,14 +548,14 @@ async fn recordings_play_through_the_server_with_the_account_credentials() {
     assert_eq!(anon.status, 303);
 }
 
-/// `ivr users …` against the database at `db`, with `stdin` as its input.
-fn ivr_users(db: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+/// `ivr users …` against the database at `url`, with `stdin` as its input.
+fn ivr_users(url: &str, args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_ivr"))
         .arg("users")
         .args(args)
-        .env("IVR_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("IVR_DATABASE_URL", url)
         .env(
             "IVR_FLOWS_DIR",
             concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
@@ -586,50 +586,52 @@ fn ivr_users(db: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String)
 #[tokio::test]
 async fn ivr_users_adds_changes_and_disables_accounts_from_the_command_line() {
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ivr.db");
+    let db = std::sync::Arc::new(common::database::TestDb::new(dir.path(), None).await);
     let (ok, said) = ivr_users(
-        &db,
+        &db.url,
         &["add", "dana", "--role", "manager"],
         &format!("{PASSWORD}\n"),
     );
     assert!(ok, "{said}");
     assert!(said.contains("added dana (manager)"), "{said}");
-    let (ok, said) = ivr_users(&db, &["add", "dana"], &format!("{PASSWORD}\n"));
+    let (ok, said) = ivr_users(&db.url, &["add", "dana"], &format!("{PASSWORD}\n"));
     assert!(!ok);
     assert!(
         said.contains("there is already an account \"dana\""),
         "{said}"
     );
-    let (ok, said) = ivr_users(&db, &["add", "lee"], "short\n");
+    let (ok, said) = ivr_users(&db.url, &["add", "lee"], "short\n");
     assert!(!ok);
     assert!(said.contains("at least 12 characters"), "{said}");
-    let (ok, said) = ivr_users(&db, &["add", "lee", "--role", "boss"], "");
+    let (ok, said) = ivr_users(&db.url, &["add", "lee", "--role", "boss"], "");
     assert!(!ok);
     assert!(said.contains("role must be manager or agent"), "{said}");
-    let (ok, said) = ivr_users(&db, &["add", "lee"], &format!("{PASSWORD}\n"));
+    let (ok, said) = ivr_users(&db.url, &["add", "lee"], &format!("{PASSWORD}\n"));
     assert!(ok, "{said}");
-    let (ok, said) = ivr_users(&db, &["list"], "");
+    let (ok, said) = ivr_users(&db.url, &["list"], "");
     assert!(ok);
     assert_eq!(said, "dana\tmanager\tactive\nlee\tagent\tactive\n");
 
     // The hash on disk is argon2id, never the password.
-    let hash: String = rusqlite::Connection::open(&db)
-        .expect("open")
-        .query_row(
-            "SELECT password_hash FROM users WHERE name = 'dana'",
-            [],
-            |r| r.get(0),
+    let argon2id = db
+        .count(
+            "SELECT count(*) FROM users WHERE name = 'dana' \
+             AND substr(password_hash, 1, 10) = '$argon2id$'",
         )
-        .expect("hash");
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
+        .await;
+    assert_eq!(argon2id, 1, "dana's hash is argon2id");
 
     let app = spawn_with(Options {
-        database: Some(db.clone()),
+        shared_db: Some(db.clone()),
         ..Options::default()
     })
     .await;
     let mut dana = ConsoleClient::signed_in(&app, "dana").await;
-    let (ok, said) = ivr_users(&db, &["passwd", "dana"], "a new password, long enough\n");
+    let (ok, said) = ivr_users(
+        &db.url,
+        &["passwd", "dana"],
+        "a new password, long enough\n",
+    );
     assert!(ok, "{said}");
     assert_eq!(
         dana.get("/console/calls").await.status,
@@ -643,7 +645,7 @@ async fn ivr_users_adds_changes_and_disables_accounts_from_the_command_line() {
             .status,
         303
     );
-    let (ok, said) = ivr_users(&db, &["disable", "lee"], "");
+    let (ok, said) = ivr_users(&db.url, &["disable", "lee"], "");
     assert!(ok && said.contains("disabled lee"), "{said}");
     assert_eq!(
         ConsoleClient::new(&app)
@@ -652,7 +654,7 @@ async fn ivr_users_adds_changes_and_disables_accounts_from_the_command_line() {
             .status,
         401
     );
-    let (ok, said) = ivr_users(&db, &["disable", "nobody"], "");
+    let (ok, said) = ivr_users(&db.url, &["disable", "nobody"], "");
     assert!(
         !ok && said.contains("there is no account \"nobody\""),
         "{said}"
@@ -831,10 +833,9 @@ async fn insights_count_calls_outcomes_tickets_and_menu_drop_off_live_and_rolled
         .get("/console/insights?from=2026-11-17&to=2026-11-23")
         .await;
     assert_eq!(figures_of(&rolled.body), figures_of(&live.body));
-    let rows: i64 = rusqlite::Connection::open(&app.db_path)
-        .expect("open")
-        .query_row("SELECT sum(calls) FROM call_hours", [], |r| r.get(0))
-        .expect("roll-up rows");
+    let rows = app
+        .count("SELECT CAST(sum(calls) AS BIGINT) FROM call_hours")
+        .await;
     assert_eq!(rows, 4);
 
     // Bad ranges are said on the page; a far year is refused, not a panic.

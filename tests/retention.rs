@@ -59,14 +59,12 @@ async fn after_the_retention_days_a_call_forgets_its_callers_number_and_recordin
         note.contains("Court summons") || note.contains("court summons"),
         "{note}"
     );
-    let answers = count_rows(
-        &app.db_path,
-        &format!(
+    let answers = app
+        .count(&format!(
             "SELECT count(*) FROM webhooks JOIN calls ON calls.id = webhooks.call_id \
              WHERE calls.call_sid = '{old}'"
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(answers, 0, "stored answers of the old call are gone");
 
     let rec = app.api(&format!("/api/calls/{young}")).await;

@@ -312,7 +312,7 @@ async fn two_instances_sweeping_at_once_send_one_email_per_ticket() {
         c.press("1").await;
         c.press("1").await;
     }
-    let url = format!("sqlite://{}", app.db_path.display());
+    let url = app.db.url.clone();
     let state = app.state.as_ref().expect("in-process");
     let mut sweeps = Vec::new();
     for _ in 0..2 {

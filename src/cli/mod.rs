@@ -33,6 +33,20 @@ pub enum Command {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Copy a SQLite database into PostgreSQL: calls, steps, tickets and their trails,
+    /// e-mails, users, the audit log and the insights. Stop the servers on the SQLite file
+    /// first. Resumes an interrupted copy; refuses a target that holds other calls.
+    MigrateData {
+        /// The SQLite database, `sqlite://PATH`.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, `postgres://USER@HOST/DATABASE`.
+        #[arg(long)]
+        to: String,
+        /// Check and count, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Console accounts: add, set a password, disable, enable, list.
     Users {
         /// Account tool.
@@ -72,20 +86,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = crate::storage::open(&config.database_url, config.sqlite_synchronous)
-                .await?
-                .calls;
+            let store = crate::storage::open_with(
+                &config.database_url,
+                config.sqlite_synchronous,
+                config.postgres,
+            )
+            .await?
+            .calls;
             store.migrate().await?;
             // A migration that rebuilds tables leaves them in the WAL: copied in here, not
             // by the first start of the server.
             store.close().await?;
-            println!("migrations applied to {}", config.database_url);
+            println!(
+                "migrations applied to {}",
+                crate::storage::shown_url(&config.database_url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Seed { calls, days } => {
-            let store = crate::storage::open(&config.database_url, config.sqlite_synchronous)
-                .await?
-                .calls;
+            let store = crate::storage::open_with(
+                &config.database_url,
+                config.sqlite_synchronous,
+                config.postgres,
+            )
+            .await?
+            .calls;
             store.migrate().await?;
             drop(store);
             let started = std::time::Instant::now();
@@ -96,11 +121,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.calls,
                 s.steps,
                 s.tickets,
-                config.database_url,
+                crate::storage::shown_url(&config.database_url),
                 started.elapsed().as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::MigrateData { from, to, dry_run } => migrate_data(&from, &to, dry_run).await,
         Command::Users { command } => users::run(&config, command).await,
         Command::Flows {
             command: FlowsCommand::Draw { dir },
@@ -138,6 +164,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// `ivr migrate-data`: the copy, then each table's rows in the source and the target.
+async fn migrate_data(from: &str, to: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use crate::storage::shown_url;
+    let copied = crate::storage::migrate_data(from, to, dry_run).await?;
+    let verb = if dry_run { "would copy" } else { "copied" };
+    println!(
+        "{verb} {} -> {}{}",
+        shown_url(from),
+        shown_url(to),
+        if copied.resumed {
+            " (resuming an earlier copy)"
+        } else {
+            ""
+        }
+    );
+    println!("{:<16} {:>12} {:>12}", "table", "source", "target");
+    for (table, n_from, n_to) in &copied.tables {
+        println!("{table:<16} {n_from:>12} {n_to:>12}");
+    }
+    if dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if copied.complete() {
+        println!("every table holds as many rows in the target as in the source");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("the counts differ: the target is not a whole copy (run again to resume)");
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -41,7 +41,12 @@ pub enum UsersCommand {
 
 /// Runs one account subcommand against the configured database.
 pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<ExitCode> {
-    let backend = crate::storage::open(&config.database_url, config.sqlite_synchronous).await?;
+    let backend = crate::storage::open_with(
+        &config.database_url,
+        config.sqlite_synchronous,
+        config.postgres,
+    )
+    .await?;
     backend.calls.migrate().await?;
     let store = backend.console.as_ref();
     let actor = actor();

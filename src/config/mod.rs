@@ -3,7 +3,8 @@
 //! Environment variables (the deployment contract):
 //! - `IVR_CONFIG` — path of the TOML file; when unset, `ivr.toml` in the working directory is read if present.
 //! - `IVR_LISTEN` — socket address to listen on (default `127.0.0.1:8080`).
-//! - `IVR_DATABASE_URL` — `sqlite://path` (default `sqlite://ivr.db`).
+//! - `IVR_DATABASE_URL` — `sqlite://path` (default `sqlite://ivr.db`) or
+//!   `postgres://user@host/database` (pool settings in `[postgres]`).
 //! - `IVR_PUBLIC_URL` — base URL the telephony platform uses to reach us, e.g. `https://ivr.example.com/prefix`.
 //! - `TWILIO_AUTH_TOKEN` — webhook signing key; without it the server runs in development mode
 //!   (webhooks unsigned, console cookies without `Secure`).
@@ -18,11 +19,13 @@
 //! - `IVR_SMTP_PASSWORD` — the SMTP password; read from the environment only.
 
 mod console;
+mod postgres;
 mod sla;
 mod smtp;
 mod targets;
 
 pub use console::{ConsoleSettings, FileConsole};
+pub use postgres::PgSettings;
 pub use sla::{Due, FileSla, Sla};
 pub use smtp::{FileSmtp, SmtpSettings, TlsMode};
 use targets::{FilePbx, FileTarget, GUEST_CARE_NUMBER};
@@ -104,6 +107,8 @@ pub struct Config {
     /// the server, and WAL is synced at each checkpoint) or `full` (each commit is synced to
     /// disk, surviving power loss, at the cost of one fsync per group commit).
     pub sqlite_synchronous: SqliteSync,
+    /// `[postgres]`: the pool of a `postgres://` database.
+    pub postgres: PgSettings,
     /// When tickets are due, and who hears of overdue ones.
     pub sla: Sla,
     /// How e-mails leave.
@@ -166,6 +171,8 @@ struct FileConfig {
     header_read_timeout_ms: Option<u64>,
     retention_days: Option<u32>,
     sqlite_synchronous: Option<String>,
+    #[serde(default)]
+    postgres: postgres::FilePostgres,
     #[serde(default)]
     say: FileSay,
     #[serde(default)]
@@ -395,6 +402,7 @@ impl Config {
                 .map(SqliteSync::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            postgres: file.postgres.resolve()?,
             public_url: file.public_url.map(|u| u.trim_end_matches('/').to_string()),
             flows_dir: file.flows_dir.unwrap_or_else(|| "ivr_flows".into()),
             twilio_auth_token: None,

@@ -4,12 +4,16 @@ pub mod console;
 pub mod insights;
 mod journal;
 mod journaled;
+mod migrate_data;
+pub mod postgres;
 pub mod sqlite;
 mod views;
 mod work;
 
 pub use journal::{private_file, Entry, Journal};
 pub use journaled::{spawn_replayer, Journaled, OVERRIDE_FRESH};
+pub use migrate_data::{migrate_data, Copied};
+pub use postgres::{PgSettings, PgStore};
 pub use sqlite::seed::Seeded;
 pub use sqlite::SqliteStore;
 pub use views::{
@@ -227,8 +231,18 @@ pub struct Backend {
     pub insights: Arc<dyn insights::InsightsStore>,
 }
 
-/// Opens the backend named by the URL's scheme; `sync` is SQLite's durability setting.
+/// Opens the backend named by the URL's scheme with PostgreSQL's default pool settings;
+/// `sync` is SQLite's durability setting.
 pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Backend> {
+    open_with(url, sync, PgSettings::default()).await
+}
+
+/// Opens the backend named by the URL's scheme: `sqlite://PATH` or `postgres://…`.
+pub async fn open_with(
+    url: &str,
+    sync: crate::config::SqliteSync,
+    postgres: PgSettings,
+) -> StoreResult<Backend> {
     if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteStore::connect(url, sync).await?);
         Ok(Backend {
@@ -237,16 +251,40 @@ pub async fn open(url: &str, sync: crate::config::SqliteSync) -> StoreResult<Bac
             console: store.clone(),
             insights: store,
         })
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::unsupported(
-            "the PostgreSQL backend is not available yet; use sqlite://PATH",
-        ))
+    } else if is_postgres(url) {
+        let store = Arc::new(PgStore::connect(url, postgres).await?);
+        Ok(Backend {
+            calls: store.clone(),
+            work: store.clone(),
+            console: store.clone(),
+            insights: store,
+        })
     } else {
         Err(StoreError::unsupported(format!(
-            "unsupported database URL scheme in {:?}; use sqlite://PATH",
+            "unsupported database URL scheme in {:?}; use sqlite://PATH or postgres://HOST/DATABASE",
             url.split(':').next().unwrap_or_default()
         )))
     }
+}
+
+/// A database URL as it may be shown: without its password.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((auth, host)) if !auth.contains('/') => (auth, host),
+        _ => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{auth}@{host}"),
+    }
+}
+
+/// Whether a database URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
 /// `ivr seed`: adds `calls` synthetic calls over the `days` before `now` (SQLite only).
@@ -264,6 +302,27 @@ pub async fn seed(url: &str, calls: u64, days: u32, now: DateTime<Utc>) -> Store
         .await
         .map_err(|e| StoreError::Rejected(format!("seeding stopped: {e}")))?
 }
+
+/// A step's JSON data with every value made to forget its caller.
+pub(crate) fn forget_data(json: &str) -> String {
+    match serde_json::from_str::<std::collections::BTreeMap<String, String>>(json) {
+        Ok(map) => {
+            let map: std::collections::BTreeMap<String, String> = map
+                .into_iter()
+                .map(|(k, v)| (k, crate::domain::forget_text(&v)))
+                .collect();
+            serde_json::to_string(&map).unwrap_or_default()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// How a ticket's time relates to its call's start: a ticket is opened by a webhook of the
+/// call, so no earlier than the call's first record (less an hour for the clocks of several
+/// instances and a journal replayed out of order) and no later than the longest call the
+/// platform allows (24 hours) after it, plus the same hour.
+pub(crate) const TICKET_AFTER_START: (chrono::Duration, chrono::Duration) =
+    (chrono::Duration::hours(1), chrono::Duration::hours(25));
 
 /// Milliseconds since the epoch, the stored form of times.
 pub fn to_millis(t: DateTime<Utc>) -> i64 {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod database;
 pub mod privacy;
 pub mod process;
 pub mod smtp;
@@ -126,8 +127,10 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Leave IVR_PUBLIC_URL unset: the server signs-checks against its Host header.
     pub host_header_only: bool,
-    /// An existing database file to serve instead of a new one.
+    /// An existing database file to serve instead of a new one (SQLite).
     pub database: Option<std::path::PathBuf>,
+    /// A database the test made and keeps using beside the server (either backend).
+    pub shared_db: Option<std::sync::Arc<database::TestDb>>,
     /// The clock runs on from `now` (for tests that wait, such as e-mail retries) instead
     /// of standing still.
     pub running_clock: bool,
@@ -146,6 +149,7 @@ impl Default for Options {
             public_url: None,
             host_header_only: false,
             database: None,
+            shared_db: None,
             running_clock: false,
             jobs: false,
             account_sid: None,
@@ -168,7 +172,10 @@ pub struct TestApp {
     pub public: String,
     pub http: reqwest::Client,
     pub clock: Clock,
+    /// The SQLite file (empty on PostgreSQL: see `db`).
     pub db_path: std::path::PathBuf,
+    /// The database, SQLite or PostgreSQL (see `database`).
+    pub db: std::sync::Arc<database::TestDb>,
     /// The in-process server's state (none for a child process).
     pub state: Option<ivr::app::AppState>,
     _dir: Option<tempfile::TempDir>,
@@ -188,6 +195,7 @@ impl TestApp {
                 .expect("HTTP client"),
             clock: self.clock.clone(),
             db_path: self.db_path.clone(),
+            db: self.db.clone(),
             state: self.state.clone(),
             _dir: None,
         }
@@ -210,16 +218,23 @@ pub async fn spawn_at(now: DateTime<Utc>) -> TestApp {
 pub async fn spawn_with(opts: Options) -> TestApp {
     privacy::capture_logs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db_path = opts
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("ivr.db"));
+    let db = match opts.shared_db.clone() {
+        Some(db) => db,
+        None => {
+            std::sync::Arc::new(database::TestDb::new(dir.path(), opts.database.as_deref()).await)
+        }
+    };
+    let db_path = db
+        .url
+        .strip_prefix("sqlite://")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     let mut config = Config::from_toml(&opts.toml).expect("test configuration");
-    config.database_url = format!("sqlite://{}", db_path.display());
+    config.database_url = db.url.clone();
     config.journal_path = ivr::config::default_journal_path(&config.database_url);
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
@@ -246,39 +261,52 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         http: reqwest::Client::new(),
         clock,
         db_path,
+        db,
         state: Some(state),
         _dir: Some(dir),
     }
 }
 
+impl TestApp {
+    /// A count read straight from the server's database (SQL both backends take).
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db.count(sql).await
+    }
+}
+
 /// A server on a database that `ivr seed` first filled with `calls` synthetic calls over the
-/// 30 days before Monday morning; the directory holding it goes with it.
+/// 30 days before Monday morning; the directory holding it goes with it. On PostgreSQL the
+/// seeded SQLite file is copied in by `ivr migrate-data`.
 pub async fn spawn_seeded(calls: u64) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("ivr.db");
-    let migrate = ivr::storage::open(
-        &format!("sqlite://{}", db.display()),
-        ivr::config::SqliteSync::Normal,
-    )
-    .await
-    .expect("open the database")
-    .calls;
+    let sqlite = format!("sqlite://{}", db.display());
+    let migrate = ivr::storage::open(&sqlite, ivr::config::SqliteSync::Normal)
+        .await
+        .expect("open the database")
+        .calls;
     migrate.migrate().await.expect("migrate");
     migrate.close().await.expect("close");
-    ivr::storage::seed(
-        &format!("sqlite://{}", db.display()),
-        calls,
-        30,
-        monday_morning(),
-    )
-    .await
-    .expect("seed");
-    let app = spawn_with(Options {
-        database: Some(db),
-        ..Options::default()
-    })
-    .await;
-    (app, dir)
+    ivr::storage::seed(&sqlite, calls, 30, monday_morning())
+        .await
+        .expect("seed");
+    let opts = if database::on_postgres() {
+        let pg = database::TestDb::new(dir.path(), None).await;
+        let copied = ivr::storage::migrate_data(&sqlite, &pg.url, false)
+            .await
+            .expect("migrate-data into PostgreSQL");
+        assert!(copied.complete(), "{copied:?}");
+        Options {
+            shared_db: Some(std::sync::Arc::new(pg)),
+            ..Options::default()
+        }
+    } else {
+        Options {
+            database: Some(db),
+            ..Options::default()
+        }
+    };
+    (spawn_with(opts).await, dir)
 }
 
 /// One element of a parsed TwiML document.

@@ -22,6 +22,33 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The database of the servers started in `dir`: a server started again in the same
+/// directory finds the database of the one before (on PostgreSQL, the database made for
+/// the first, while some server of the directory still holds it).
+async fn database_of(dir: &Path, db_path: &Path) -> std::sync::Arc<database::TestDb> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Weak};
+    static MADE: Mutex<Option<HashMap<PathBuf, Weak<database::TestDb>>>> = Mutex::new(None);
+    if !database::on_postgres() {
+        return Arc::new(database::TestDb::new(dir, Some(db_path)).await);
+    }
+    let known = MADE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(dir)
+        .and_then(Weak::upgrade);
+    if let Some(db) = known {
+        return db;
+    }
+    let db = Arc::new(database::TestDb::new(dir, None).await);
+    MADE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(dir.to_path_buf(), Arc::downgrade(&db));
+    db
+}
+
 impl Server {
     /// Starts the server on `dir/ivr.db` (created or reused) and waits for `/healthz`.
     /// `toml` is the rest of its configuration (top-level keys only); the hours are open all week.
@@ -67,6 +94,7 @@ impl Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
         let db_path = db_path.to_path_buf();
+        let db = database_of(dir, &db_path).await;
         let config = dir.join("ivr.toml");
         std::fs::write(
             &config,
@@ -114,10 +142,7 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("IVR_CONFIG", &config)
             .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "IVR_DATABASE_URL",
-                format!("sqlite://{}", db_path.display()),
-            )
+            .env("IVR_DATABASE_URL", &db.url)
             .env(
                 "IVR_FLOWS_DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
@@ -143,6 +168,7 @@ impl Server {
                 .expect("HTTP client"),
             clock: Clock::system(),
             db_path,
+            db,
             state: None,
             _dir: None,
         });

@@ -1,7 +1,9 @@
-//! SQLite's errors, classified once: what means the database cannot take writes now
+//! The databases' errors, classified once (SQLite's codes here, PostgreSQL's SQLSTATEs in
+//! `postgres::error`): what means the database cannot take writes now
 //! (the webhook's records go to the journal) and what refuses this request alone.
 
 use crate::storage::StoreError;
+use sqlx::postgres::PgDatabaseError;
 
 /// SQLite primary result codes that mean "not now": BUSY, LOCKED, READONLY, IOERR, FULL,
 /// CANTOPEN.
@@ -27,11 +29,16 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(d) => d
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(unavailable_code),
+            sqlx::Error::Database(d) => match d.try_downcast_ref::<PgDatabaseError>() {
+                Some(pg) => crate::storage::postgres::unavailable_state(pg.code()),
+                None => d
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(unavailable_code),
+            },
             sqlx::Error::RowNotFound => return StoreError::NotFound(e.to_string()),
             _ => false,
         };

@@ -196,27 +196,6 @@ pub(super) fn notification_view(r: &SqliteRow) -> Result<NotificationView, sqlx:
     })
 }
 
-/// A step's JSON data with every value made to forget its caller.
-fn forget_data(json: &str) -> String {
-    match serde_json::from_str::<std::collections::BTreeMap<String, String>>(json) {
-        Ok(map) => {
-            let map: std::collections::BTreeMap<String, String> = map
-                .into_iter()
-                .map(|(k, v)| (k, crate::domain::forget_text(&v)))
-                .collect();
-            serde_json::to_string(&map).unwrap_or_default()
-        }
-        Err(_) => String::new(),
-    }
-}
-
-/// How a ticket's time relates to its call's start: a ticket is opened by a webhook of the
-/// call, so no earlier than the call's first record (less an hour for the clocks of several
-/// instances and a journal replayed out of order) and no later than the longest call the
-/// platform allows (24 hours) after it, plus the same hour.
-const TICKET_AFTER_START: (chrono::Duration, chrono::Duration) =
-    (chrono::Duration::hours(1), chrono::Duration::hours(25));
-
 /// The query of a page of calls; `prefix` is empty, or `EXPLAIN QUERY PLAN `.
 fn calls_query(prefix: &str, q: &CallQuery) -> QueryBuilder<'static, Sqlite> {
     let mut b: QueryBuilder<'static, Sqlite> = QueryBuilder::new(format!(

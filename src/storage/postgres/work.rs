@@ -1,0 +1,369 @@
+//! PostgreSQL: tickets that managers work, and the outbox of e-mails. Several instances
+//! send the outbox and sweep overdue tickets at once: each picks its rows with
+//! `FOR UPDATE SKIP LOCKED`, so that no two pick the same row.
+
+use super::rows::{notification_view, ticket_view, NOTIFICATION_COLUMNS, TICKET_COLUMNS};
+use super::PgStore;
+use crate::storage::*;
+use sqlx::Row;
+
+impl PgStore {
+    /// A ticket with its trail, calls and e-mails.
+    async fn ticket_detail(&self, number: TicketNumber) -> StoreResult<Option<TicketDetail>> {
+        let pool = self.pool();
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"
+        ))
+        .bind(number.0)
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let ticket = ticket_view(&row)?;
+        let events = sqlx::query(
+            "SELECT at, actor, action, detail FROM ticket_events WHERE ticket_id = $1 ORDER BY id",
+        )
+        .bind(number.0)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TicketEvent {
+                at: from_millis(r.try_get("at")?),
+                by: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let calls = sqlx::query(
+            "SELECT c.call_sid, x.relation, c.started_at, c.outcome, c.recording_url FROM \
+             (SELECT call_sid, 'opened' AS relation, 0::BIGINT AS at FROM tickets WHERE id = $1 \
+              UNION ALL SELECT call_sid, relation, at FROM call_tickets WHERE ticket_id = $1) x \
+             JOIN calls c ON c.call_sid = x.call_sid ORDER BY x.at, c.started_at",
+        )
+        .bind(number.0)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TicketCall {
+                call_sid: r.try_get("call_sid")?,
+                relation: r.try_get("relation")?,
+                started_at: from_millis(r.try_get("started_at")?),
+                outcome: r.try_get("outcome")?,
+                recording_url: r.try_get("recording_url")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let notifications = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE ticket_id = $1 ORDER BY id"
+        ))
+        .bind(number.0)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(notification_view)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(TicketDetail {
+            ticket,
+            events,
+            calls,
+            notifications,
+        }))
+    }
+}
+
+#[async_trait]
+impl WorkStore for PgStore {
+    async fn get_ticket(&self, number: TicketNumber) -> StoreResult<Option<TicketDetail>> {
+        self.ticket_detail(number).await
+    }
+
+    /// Applies a change and writes each part of it to the trail, in one transaction.
+    async fn update_ticket(
+        &self,
+        number: TicketNumber,
+        change: &TicketChange,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<TicketDetail>> {
+        let at_ms = to_millis(at);
+        let mut tx = self.pool().begin().await?;
+        // The write first, so that the transaction holds the ticket's row lock from its
+        // start: two changes to one ticket take turns, the second seeing the first's result.
+        let Some(before) = sqlx::query(
+            "UPDATE tickets SET updated_at = $1 WHERE id = $2 RETURNING status, assignee",
+        )
+        .bind(at_ms)
+        .bind(number.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let old_status: String = before.try_get("status")?;
+        let old_assignee: Option<String> = before.try_get("assignee")?;
+        let mut events: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = &change.status {
+            if *status != old_status || status == "resolved" {
+                let resolution = change.resolution.clone().unwrap_or_default();
+                if status == "resolved" {
+                    sqlx::query(
+                        "UPDATE tickets SET status = 'resolved', resolution = $1, resolved_at = $2 \
+                         WHERE id = $3",
+                    )
+                    .bind(&resolution)
+                    .bind(at_ms)
+                    .bind(number.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    events.push(("status", format!("{old_status} -> resolved: {resolution}")));
+                } else {
+                    sqlx::query("UPDATE tickets SET status = $1, resolved_at = NULL WHERE id = $2")
+                        .bind(status)
+                        .bind(number.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    events.push(("status", format!("{old_status} -> {status}")));
+                }
+            }
+        }
+        if let Some(assignee) = &change.assignee {
+            if *assignee != old_assignee {
+                sqlx::query("UPDATE tickets SET assignee = $1 WHERE id = $2")
+                    .bind(assignee)
+                    .bind(number.0)
+                    .execute(&mut *tx)
+                    .await?;
+                let shown = |a: &Option<String>| a.clone().unwrap_or_else(|| "(nobody)".into());
+                events.push((
+                    "assignee",
+                    format!("{} -> {}", shown(&old_assignee), shown(assignee)),
+                ));
+            }
+        }
+        if let Some(note) = &change.note {
+            events.push(("note", note.clone()));
+        }
+        for (action, detail) in events {
+            sqlx::query(
+                "INSERT INTO ticket_events (ticket_id, at, actor, action, detail) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(number.0)
+            .bind(at_ms)
+            .bind(&change.by)
+            .bind(action)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.ticket_detail(number).await
+    }
+
+    /// One page of notifications, newest first.
+    async fn list_notifications(
+        &self,
+        q: &NotificationQuery,
+    ) -> StoreResult<Vec<NotificationView>> {
+        let mut b: sqlx::QueryBuilder<'_, sqlx::Postgres> = sqlx::QueryBuilder::new(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE 1 = 1"
+        ));
+        if let Some(status) = &q.status {
+            b.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(before) = q.before_id {
+            b.push(" AND id < ").push_bind(before);
+        }
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(self.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(notification_view)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Queues a notification again, now.
+    async fn resend_notification(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<NotificationView>> {
+        let row = sqlx::query(&format!(
+            "UPDATE notifications SET status = 'queued', attempts = 0, next_attempt_at = $1, \
+             claimed_until = NULL, last_error = NULL, sent_at = NULL WHERE id = $2 \
+             RETURNING {NOTIFICATION_COLUMNS}"
+        ))
+        .bind(to_millis(at))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(notification_view).transpose()?)
+    }
+
+    /// Claims the notifications due at `now` that no live lease holds. The due rows are
+    /// picked and locked once, in a materialised CTE: `SKIP LOCKED` passes over the rows
+    /// another instance is claiming, and PostgreSQL cannot run the pick again per row of
+    /// the UPDATE (an `IN (subselect … LIMIT … SKIP LOCKED)` may be, and claim more).
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "WITH due AS MATERIALIZED (SELECT id FROM notifications WHERE status = 'queued' \
+               AND next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until <= $2) \
+               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE notifications SET claimed_until = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM due) \
+             RETURNING id, call_sid, contact, address, subject, body, attempts, attach_recording",
+        )
+        .bind(to_millis(lease_until))
+        .bind(to_millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let attach: bool = r.try_get("attach_recording")?;
+            let call_sid: String = r.try_get("call_sid")?;
+            let recording_url = if attach {
+                sqlx::query_scalar::<_, Option<String>>(
+                    "SELECT recording_url FROM calls WHERE call_sid = $1",
+                )
+                .bind(&call_sid)
+                .fetch_optional(self.pool())
+                .await?
+                .flatten()
+            } else {
+                None
+            };
+            claimed.push(OutboxMessage {
+                id: r.try_get("id")?,
+                contact: r.try_get("contact")?,
+                address: r.try_get("address")?,
+                subject: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                attempts: r
+                    .try_get::<i64, _>("attempts")?
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+                attach_recording: attach,
+                recording_url,
+            });
+        }
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
+    /// Marks a claimed notification sent.
+    async fn outbox_sent(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE notifications SET status = 'sent', sent_at = $1, claimed_until = NULL, \
+             last_error = NULL WHERE id = $2",
+        )
+        .bind(to_millis(at))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps the failure; queued again for `retry_at`, or `failed`.
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        let error: String = error.chars().take(1000).collect();
+        sqlx::query(
+            "UPDATE notifications SET last_error = $1, claimed_until = NULL, \
+             status = CASE WHEN $2::BIGINT IS NULL THEN 'failed' ELSE 'queued' END, \
+             next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
+        )
+        .bind(crate::domain::redact_numbers(&error))
+        .bind(retry_at.map(to_millis))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The overdue sweep: marks each overdue ticket and queues its e-mail in one
+    /// transaction. The tickets are picked with `FOR UPDATE SKIP LOCKED` (in a materialised
+    /// CTE, as the outbox's claim), so that instances sweeping at once split them and each
+    /// ticket gets one e-mail.
+    async fn sweep_overdue(
+        &self,
+        now: DateTime<Utc>,
+        categories: &[String],
+        contact: &str,
+        address: &str,
+    ) -> StoreResult<u64> {
+        if categories.is_empty() {
+            return Ok(0);
+        }
+        let now_ms = to_millis(now);
+        let mut b: sqlx::QueryBuilder<'_, sqlx::Postgres> = sqlx::QueryBuilder::new(
+            "WITH due AS MATERIALIZED (SELECT id FROM tickets WHERE overdue_notified_at IS NULL \
+             AND status IN ('open', 'escalated') AND due_at IS NOT NULL AND due_at <= ",
+        );
+        b.push_bind(now_ms).push(" AND category IN (");
+        let mut list = b.separated(", ");
+        for c in categories {
+            list.push_bind(c.clone());
+        }
+        b.push(") LIMIT 500 FOR UPDATE SKIP LOCKED) UPDATE tickets SET overdue_notified_at = ")
+            .push_bind(now_ms)
+            .push(
+                " WHERE id IN (SELECT id FROM due) AND overdue_notified_at IS NULL \
+                 RETURNING id, call_sid, category, reason, caller_number, created_at, due_at, \
+                 status, assignee",
+            );
+        let mut tx = self.pool().begin().await?;
+        let rows = b.build().fetch_all(&mut *tx).await?;
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let number = TicketNumber(id);
+            let category: String = r.try_get("category")?;
+            let due = from_millis(r.try_get::<Option<i64>, _>("due_at")?.unwrap_or(now_ms));
+            let subject =
+                format!("Overdue {category} ticket {number}: not resolved by its due time");
+            let body = format!(
+                "Ticket {number} is still unresolved past its due time.\n\
+                 Category: {category}\nReason: {}\nStatus: {}\nAssigned to: {}\n\
+                 Caller: {}\nOpened: {}\nDue: {}\nCall: {}\n\
+                 Please follow up with the guest and resolve the ticket.",
+                r.try_get::<String, _>("reason")?,
+                r.try_get::<String, _>("status")?,
+                r.try_get::<Option<String>, _>("assignee")?
+                    .unwrap_or_else(|| "nobody".into()),
+                r.try_get::<String, _>("caller_number")?,
+                from_millis(r.try_get("created_at")?).to_rfc3339(),
+                due.to_rfc3339(),
+                r.try_get::<String, _>("call_sid")?,
+            );
+            sqlx::query(
+                "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, \
+                 subject, body, created_at, next_attempt_at) \
+                 VALUES ($1, $2, 'overdue', $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(r.try_get::<String, _>("call_sid")?)
+            .bind(id)
+            .bind(contact)
+            .bind(address)
+            .bind(subject)
+            .bind(body)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+}
