@@ -289,5 +289,5 @@ async fn a_calls_steps_are_read_by_its_row_number_in_order() {
         plan.contains("calls USING COVERING INDEX sqlite_autoindex_calls_1 (call_sid=?)"),
         "{plan}"
     );
-    // Then sorted by step id: a call's few rows, not the table's.
+    // Then sorted by time and id: a call's few rows, not the table's.
 }

@@ -26,8 +26,8 @@ pub fn postgres_admin_url() -> String {
 pub struct TestDb {
     /// What `IVR_DATABASE_URL` is set to.
     pub url: String,
-    /// The PostgreSQL database's name, to drop.
-    postgres: Option<String>,
+    /// The PostgreSQL server (its admin URL) and the database's name, to drop.
+    postgres: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -52,6 +52,12 @@ impl TestDb {
 
     /// A new, empty PostgreSQL database, whichever suite asks.
     pub async fn new_postgres() -> TestDb {
+        Self::on_server(&postgres_admin_url()).await
+    }
+
+    /// A new, empty database on the PostgreSQL server of `admin` (a URL naming a
+    /// database that exists there), dropped with this value.
+    pub async fn on_server(admin: &str) -> TestDb {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "ivr_test_{}_{}_{}",
@@ -59,7 +65,7 @@ impl TestDb {
             NEXT.fetch_add(1, Ordering::Relaxed),
             fastrand::u32(..)
         );
-        let admin = postgres_admin_url();
+        let admin = admin.to_string();
         let mut conn = connect(&admin).await;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
@@ -71,14 +77,22 @@ impl TestDb {
         };
         TestDb {
             url,
-            postgres: Some(name),
+            postgres: Some((admin, name)),
+        }
+    }
+
+    /// A database that exists already (and stays): a test's own cluster's.
+    pub fn existing(url: &str) -> TestDb {
+        TestDb {
+            url: url.to_string(),
+            postgres: None,
         }
     }
 
     /// The first column of the first row of `sql` (a count), read on this database.
     pub async fn count(&self, sql: &str) -> i64 {
         use sqlx::Connection;
-        if self.postgres.is_some() {
+        if self.is_postgres() {
             let mut conn = connect(&self.url).await;
             let n = sqlx::query_scalar::<_, i64>(sql)
                 .fetch_one(&mut conn)
@@ -105,7 +119,7 @@ impl TestDb {
 
     /// Whether this is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
-        self.postgres.is_some()
+        !self.url.starts_with("sqlite:")
     }
 }
 
@@ -118,18 +132,21 @@ async fn connect(url: &str) -> sqlx::PgConnection {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.postgres.take() else {
+        let Some((admin, name)) = self.postgres.take() else {
             return;
         };
         // On a thread of its own: the test's runtime may be the one dropping this.
-        let admin = postgres_admin_url();
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let mut conn = connect(&admin).await;
+                use sqlx::Connection;
+                // A server a test stopped for good is not waited for.
+                let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+                    return Ok(Default::default());
+                };
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn)
                     .await

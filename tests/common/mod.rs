@@ -2,6 +2,7 @@
 //! by the official Twilio Python library, and a caller that follows TwiML as Twilio would.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod console;
 pub mod database;
 pub mod privacy;
@@ -138,6 +139,8 @@ pub struct Options {
     pub jobs: bool,
     /// `TWILIO_ACCOUNT_SID`: with the auth token, the console plays recordings.
     pub account_sid: Option<&'static str>,
+    /// A clock shared with other instances (instead of one made from `now`).
+    pub clock: Option<Clock>,
 }
 
 impl Default for Options {
@@ -153,6 +156,7 @@ impl Default for Options {
             running_clock: false,
             jobs: false,
             account_sid: None,
+            clock: None,
         }
     }
 }
@@ -235,14 +239,21 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     let mut config = Config::from_toml(&opts.toml).expect("test configuration");
     config.database_url = db.url.clone();
-    config.journal_path = ivr::config::default_journal_path(&config.database_url);
+    // The journal in the test's directory (PostgreSQL's default is the working directory's,
+    // which every test would share).
+    config.journal_path = match db.url.strip_prefix("sqlite://") {
+        Some(_) => ivr::config::default_journal_path(&config.database_url),
+        None => dir.path().join("ivr.journal"),
+    };
     config.flows_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows").into();
     config.twilio_auth_token = Some(Secret::new(AUTH_TOKEN));
     config.api_token = opts.api_token.map(Secret::new);
     config.console.account_sid = opts.account_sid.map(Secret::new);
     let public = opts.public_url.unwrap_or_else(|| addr.clone());
     config.public_url = (!opts.host_header_only).then(|| public.clone());
-    let clock = if opts.running_clock {
+    let clock = if let Some(clock) = opts.clock.clone() {
+        clock
+    } else if opts.running_clock {
         Clock::running_from(opts.now)
     } else {
         Clock::fixed(opts.now)

@@ -60,7 +60,7 @@ impl Server {
     /// As [`Server::start`], with stdout (where the server logs) sent to `stdout` instead
     /// of the log file; stderr still goes to the file.
     pub async fn start_with_stdout(dir: &Path, toml: &str, name: &str, stdout: Stdio) -> Server {
-        Self::start_full(dir, &dir.join("ivr.db"), toml, name, stdout, None).await
+        Self::start_full(dir, &dir.join("ivr.db"), toml, name, stdout, None, None).await
     }
 
     /// As [`Server::start`], started as systemd starts a service by default: with a soft
@@ -73,16 +73,31 @@ impl Server {
     ) -> Server {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
         let db = dir.join("ivr.db");
-        Self::start_full(dir, &db, toml, name, log.into(), Some(open_files)).await
+        Self::start_full(dir, &db, toml, name, log.into(), Some(open_files), None).await
     }
 
     /// As [`Server::start`], with the database (and so the journal) at `db_path`, which
     /// may be on another file system than the configuration and the log.
     pub async fn start_with_db(dir: &Path, db_path: &Path, toml: &str, name: &str) -> Server {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        Self::start_full(dir, db_path, toml, name, log.into(), None).await
+        Self::start_full(dir, db_path, toml, name, log.into(), None, None).await
     }
 
+    /// One of several instances on the database `db`, all reached by the platform at
+    /// `public` (a load balancer's URL): its journal and log are `dir/name.*`.
+    pub async fn start_instance(
+        dir: &Path,
+        db: std::sync::Arc<database::TestDb>,
+        public: &str,
+        toml: &str,
+        name: &str,
+    ) -> Server {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let shared = Some((db, public.to_string()));
+        Self::start_full(dir, Path::new(""), toml, name, log.into(), None, shared).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn start_full(
         dir: &Path,
         db_path: &Path,
@@ -90,11 +105,24 @@ impl Server {
         name: &str,
         stdout: Stdio,
         open_files: Option<u32>,
+        shared: Option<(std::sync::Arc<database::TestDb>, String)>,
     ) -> Server {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
         let db_path = db_path.to_path_buf();
-        let db = database_of(dir, &db_path).await;
+        // An instance among several keeps a journal of its own; a server started again in
+        // the same directory finds the journal of the one before.
+        let (db, public, journal) = match shared {
+            Some((db, public)) => (db, public, dir.join(format!("{name}.journal"))),
+            None => {
+                let db = database_of(dir, &db_path).await;
+                let journal = match db.url.strip_prefix("sqlite://") {
+                    Some(_) => ivr::config::default_journal_path(&db.url),
+                    None => dir.join("ivr.journal"),
+                };
+                (db, addr.clone(), journal)
+            }
+        };
         let config = dir.join("ivr.toml");
         std::fs::write(
             &config,
@@ -143,11 +171,12 @@ impl Server {
             .env("IVR_CONFIG", &config)
             .env("IVR_LISTEN", format!("127.0.0.1:{port}"))
             .env("IVR_DATABASE_URL", &db.url)
+            .env("IVR_JOURNAL_PATH", &journal)
             .env(
                 "IVR_FLOWS_DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/ivr_flows"),
             )
-            .env("IVR_PUBLIC_URL", &addr)
+            .env("IVR_PUBLIC_URL", &public)
             .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
             .env("IVR_API_TOKEN", API_TOKEN)
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
@@ -158,7 +187,7 @@ impl Server {
             .expect("start the ivr binary");
         let app = std::sync::Arc::new(TestApp {
             addr: addr.clone(),
-            public: addr,
+            public,
             // Twilio's own limit: a request to a server killed under it ends in an error
             // like Twilio's, never in a test that waits for ever (seen once in
             // crash_safety, all tasks parked, no socket open).

@@ -38,16 +38,20 @@ fn existing_ticket(r: &sqlx::postgres::PgRow) -> Result<ExistingTicket, sqlx::Er
     })
 }
 
-/// The call's row id, its row first written if this is its first webhook or callback. Two
-/// instances writing a new call at once: the second insert waits for the first and then
-/// finds its row.
+/// The call's row id, its row first written if this is its first webhook or callback, and
+/// locked until the transaction ends: the webhooks of one call are written one after the
+/// other whichever instances take them, so that each sees what the one before wrote (a
+/// ticket replayed from one instance's journal and the voicemail another instance commits
+/// at the same moment would otherwise each miss the other). Two instances writing a new
+/// call at once: the second insert waits for the first and then finds its row.
 async fn call_id(
     tx: &mut PgConnection,
     call: &CallInfo,
     at: i64,
     status: &str,
 ) -> Result<i64, sqlx::Error> {
-    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM calls WHERE call_sid = $1")
+    const LOCKED: &str = "SELECT id FROM calls WHERE call_sid = $1 FOR UPDATE";
+    let known: Option<i64> = sqlx::query_scalar(LOCKED)
         .bind(&call.call_sid)
         .fetch_optional(&mut *tx)
         .await?;
@@ -72,7 +76,7 @@ async fn call_id(
     match inserted {
         Some(id) => Ok(id),
         None => {
-            sqlx::query_scalar("SELECT id FROM calls WHERE call_sid = $1")
+            sqlx::query_scalar(LOCKED)
                 .bind(&call.call_sid)
                 .fetch_one(&mut *tx)
                 .await
@@ -181,6 +185,9 @@ async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committe
                 .execute(&mut *tx)
                 .await?;
             }
+            // A ticket written after the call's voicemail (replayed late from a journal, or
+            // opened after it) keeps that voicemail; an e-mail held for the voicemail is due
+            // at once when it is in already.
             Record::Ticket {
                 category,
                 reason,
@@ -192,7 +199,9 @@ async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committe
                 let inserted: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at, \
                      external_ref, due_at, recording_url, node) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                     COALESCE($10, (SELECT recording_url FROM calls WHERE call_sid = $1)), $11) \
+                     ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(sid)
                 .bind(key)
@@ -232,7 +241,9 @@ async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committe
                 sqlx::query(
                     "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, \
                      created_at, next_attempt_at, attach_recording) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                     CASE WHEN (SELECT recording_url FROM calls WHERE call_sid = $1) IS NULL THEN $10 ELSE $9 END, $11) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(sid)
                 .bind(ticket.map(|t| t.0))
@@ -293,14 +304,18 @@ async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committe
                 release_held_notifications(tx, sid, at).await?;
             }
             Record::Outcome { value, replace } => {
+                // A later webhook's outcome is not replaced by one replayed late from an
+                // instance's journal (migration 0002).
                 let sql = if *replace {
-                    "UPDATE calls SET outcome = $1 WHERE id = $2"
+                    "UPDATE calls SET outcome = $1, outcome_at = $3 \
+                     WHERE id = $2 AND (outcome_at IS NULL OR outcome_at <= $3)"
                 } else {
-                    "UPDATE calls SET outcome = COALESCE(outcome, $1) WHERE id = $2"
+                    "UPDATE calls SET outcome = $1, outcome_at = $3 WHERE id = $2 AND outcome IS NULL"
                 };
                 sqlx::query(sql)
                     .bind(value)
                     .bind(call)
+                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -329,12 +344,12 @@ async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committe
     })
 }
 
-/// Applies a status callback: the call's row is locked first, so that callbacks of one
-/// call arriving at two instances are applied one after the other.
+/// Applies a status callback (the call's row locked by `call_id`, so that callbacks of one
+/// call arriving at two instances are applied one after the other).
 async fn apply_status(tx: &mut PgConnection, u: &StatusUpdate<'_>) -> Result<(), sqlx::Error> {
     let at = to_millis(u.at);
     let call = call_id(tx, u.call, at, u.status).await?;
-    let row = sqlx::query("SELECT status, status_seq FROM calls WHERE id = $1 FOR UPDATE")
+    let row = sqlx::query("SELECT status, status_seq FROM calls WHERE id = $1")
         .bind(call)
         .fetch_one(&mut *tx)
         .await?;

@@ -150,7 +150,7 @@ impl PgStore {
         let call = call_view(&row)?;
         let id: i64 = row.try_get("id")?;
         let steps = sqlx::query(
-            "SELECT at, node, kind, said, digits, result, data FROM steps WHERE call_id = $1 ORDER BY id",
+            "SELECT at, node, kind, said, digits, result, data FROM steps WHERE call_id = $1 ORDER BY at, id",
         )
         .bind(id)
         .fetch_all(self.pool())

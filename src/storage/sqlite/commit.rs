@@ -121,6 +121,8 @@ impl OwnedStep {
                         data
                     ])?;
                 }
+                // A ticket written after the call's voicemail (replayed late from a journal,
+                // or opened after it) keeps that voicemail.
                 Record::Ticket {
                     category,
                     reason,
@@ -133,7 +135,9 @@ impl OwnedStep {
                         .prepare_cached(
                             "INSERT INTO tickets (call_sid, request_key, idx, category, reason, caller_number, created_at, \
                              external_ref, due_at, recording_url, node) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                             COALESCE(?10, (SELECT recording_url FROM calls WHERE call_sid = ?1)), ?11) \
+                             ON CONFLICT DO NOTHING",
                         )?
                         .execute(params![
                             sid,
@@ -165,11 +169,15 @@ impl OwnedStep {
                     body,
                     recording_wait_until,
                 } => {
-                    // Due at once, or held for the call's voicemail (released by it).
+                    // Due at once, or held for the call's voicemail (released by it, or due
+                    // at once if the voicemail is in already: records replayed from a
+                    // journal may arrive after the voicemail's).
                     tx.prepare_cached(
                         "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, subject, body, created_at, \
                          next_attempt_at, attach_recording) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                         CASE WHEN (SELECT recording_url FROM calls WHERE call_sid = ?1) IS NULL THEN ?10 ELSE ?9 END, ?11) \
+                         ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         sid,
@@ -217,12 +225,12 @@ impl OwnedStep {
                     release_held_notifications(tx, sid, at)?;
                 }
                 Record::Outcome { value, replace } => {
-                    let sql = if *replace {
-                        "UPDATE calls SET outcome = ?1 WHERE id = ?2"
+                    tx.prepare_cached(if *replace {
+                        OUTCOME_REPLACE
                     } else {
-                        "UPDATE calls SET outcome = COALESCE(outcome, ?1) WHERE id = ?2"
-                    };
-                    tx.prepare_cached(sql)?.execute(params![value, call])?;
+                        OUTCOME_IF_NONE
+                    })?
+                    .execute(params![value, call, at])?;
                 }
             }
         }
@@ -256,6 +264,14 @@ impl OwnedStep {
         })
     }
 }
+
+/// A flow's outcome replaces the call's unless a later webhook set that one (see migration
+/// 0012: records replayed from a journal arrive late).
+pub(crate) const OUTCOME_REPLACE: &str = "UPDATE calls SET outcome = ?1, outcome_at = ?3 \
+     WHERE id = ?2 AND (outcome_at IS NULL OR outcome_at <= ?3)";
+/// A flow's outcome kept only if the call has none yet.
+pub(crate) const OUTCOME_IF_NONE: &str = "UPDATE calls SET outcome = ?1, outcome_at = ?3 \
+     WHERE id = ?2 AND outcome IS NULL";
 
 /// E-mails of the call held for its voicemail are due at `due` (or sooner).
 pub(super) fn release_held_notifications(

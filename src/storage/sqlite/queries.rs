@@ -18,6 +18,8 @@ pub const CALLER_OPEN_TICKET: &str = "SELECT id, status, created_at, due_at FROM
      WHERE caller_number = ?1 AND node = ?2 AND status IN ('open', 'escalated') \
      ORDER BY id DESC LIMIT 1";
 
-/// A call's steps in order (`GET /api/calls/{sid}`), found by the call's row number.
+/// A call's steps in order (`GET /api/calls/{sid}`), found by the call's row number: by
+/// time, then as written. (Not by id alone: a step that waited in an instance's journal is
+/// written after later steps that another instance committed at once.)
 pub const CALL_STEPS: &str = "SELECT at, node, kind, said, digits, result, data FROM steps \
-     WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY id";
+     WHERE call_id = (SELECT id FROM calls WHERE call_sid = ?) ORDER BY at, id";
