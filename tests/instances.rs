@@ -176,3 +176,86 @@ async fn tickets_opened_at_once_on_two_instances_get_distinct_numbers() {
         "every ticket has its own number: {numbers:?}"
     );
 }
+
+#[tokio::test]
+async fn two_instances_sending_the_outbox_at_once_send_each_email_once() {
+    let sink = common::smtp::SmtpSink::start();
+    let db = Arc::new(TestDb::new_postgres().await);
+    let toml = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         from = \"Guest Care IVR <ivr@example.com>\"\npoll_ms = 50\n\
+         [lines.stores]\n\"{STORE}\" = \"Polo Park\"\n",
+        sink.port
+    );
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        pair.push(
+            spawn_with(Options {
+                toml: toml.clone(),
+                shared_db: Some(db.clone()),
+                public_url: Some(PUBLIC.into()),
+                running_clock: true,
+                jobs: true,
+                ..Options::default()
+            })
+            .await,
+        );
+    }
+    // 16 store calls about a lawyer or agency (7, 2): each queues one e-mail to the manager.
+    for i in 0..16 {
+        let mut c = pair[i % 2].call_from(STORE, &another_caller()).await;
+        c.press("7").await;
+        c.press("2").await;
+    }
+    let messages = sink.wait_for(16, std::time::Duration::from_secs(30)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let messages = if sink.messages().len() > messages.len() {
+        sink.messages()
+    } else {
+        messages
+    };
+    let mut ids: Vec<&str> = messages
+        .iter()
+        .map(|m| common::smtp::header(m, "Message-ID"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(messages.len(), 16, "sixteen e-mails sent, none twice");
+    assert_eq!(ids.len(), 16, "each with its own Message-ID");
+    report(format!(
+        "outbox: two instances sending at once, 16 e-mails queued -> {} sent, none twice",
+        messages.len()
+    ));
+}
+
+#[tokio::test]
+async fn two_instances_running_retention_at_once_forget_each_call_once() {
+    let pair = instances(2).await;
+    for i in 0..30 {
+        let mut c = pair[i % 2].call_from(STORE, &another_caller()).await;
+        c.press("1").await;
+    }
+    let stores: Vec<_> = pair
+        .iter()
+        .map(|a| a.state.as_ref().expect("in-process").db.clone())
+        .collect();
+    let later = monday_morning() + chrono::Duration::days(400);
+    let cutoff = later - chrono::Duration::days(365);
+    let (a, b) = tokio::join!(
+        stores[0].forget_callers_before(cutoff, later),
+        stores[1].forget_callers_before(cutoff, later)
+    );
+    let (a, b) = (a.expect("retention a"), b.expect("retention b"));
+    assert_eq!(
+        a.calls + b.calls,
+        30,
+        "each call forgotten once: {a:?} + {b:?}"
+    );
+    assert_eq!(
+        pair[0]
+            .count("SELECT count(*) FROM calls WHERE anonymised_at IS NULL")
+            .await,
+        0,
+        "every call forgotten"
+    );
+}

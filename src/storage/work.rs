@@ -124,6 +124,95 @@ impl TicketChange {
     }
 }
 
+/// What a change does to a ticket as it stands, for a backend to apply: the status to set
+/// (with the resolution when resolving), the assignee to set, and the trail's entries.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PlannedChange {
+    /// `resolved` or `open`, when it changes (resolving again records a new resolution).
+    pub(crate) status: Option<String>,
+    /// The resolution, when resolving.
+    pub(crate) resolution: String,
+    /// The assignee, when it changes (`Some(None)` unassigns).
+    pub(crate) assignee: Option<Option<String>>,
+    /// `(action, detail)` entries of the trail, in order.
+    pub(crate) events: Vec<(&'static str, String)>,
+}
+
+impl TicketChange {
+    /// What this change does to a ticket whose status and assignee are these.
+    pub(crate) fn plan(&self, old_status: &str, old_assignee: &Option<String>) -> PlannedChange {
+        let mut plan = PlannedChange {
+            status: None,
+            resolution: self.resolution.clone().unwrap_or_default(),
+            assignee: None,
+            events: Vec::new(),
+        };
+        if let Some(status) = &self.status {
+            if status != old_status || status == "resolved" {
+                plan.events.push(if status == "resolved" {
+                    (
+                        "status",
+                        format!("{old_status} -> resolved: {}", plan.resolution),
+                    )
+                } else {
+                    ("status", format!("{old_status} -> {status}"))
+                });
+                plan.status = Some(status.clone());
+            }
+        }
+        if let Some(assignee) = &self.assignee {
+            if assignee != old_assignee {
+                let shown = |a: &Option<String>| a.clone().unwrap_or_else(|| "(nobody)".into());
+                plan.events.push((
+                    "assignee",
+                    format!("{} -> {}", shown(old_assignee), shown(assignee)),
+                ));
+                plan.assignee = Some(assignee.clone());
+            }
+        }
+        if let Some(note) = &self.note {
+            plan.events.push(("note", note.clone()));
+        }
+        plan
+    }
+}
+
+/// An overdue ticket the sweep found, as its e-mail tells it.
+pub(crate) struct Overdue {
+    pub(crate) number: TicketNumber,
+    pub(crate) category: String,
+    pub(crate) reason: String,
+    pub(crate) status: String,
+    pub(crate) assignee: Option<String>,
+    pub(crate) caller: String,
+    pub(crate) opened: DateTime<Utc>,
+    pub(crate) due: DateTime<Utc>,
+    pub(crate) call_sid: String,
+}
+
+impl Overdue {
+    /// The e-mail's subject and body.
+    pub(crate) fn email(&self) -> (String, String) {
+        let number = self.number;
+        let category = &self.category;
+        let subject = format!("Overdue {category} ticket {number}: not resolved by its due time");
+        let body = format!(
+            "Ticket {number} is still unresolved past its due time.\n\
+             Category: {category}\nReason: {}\nStatus: {}\nAssigned to: {}\n\
+             Caller: {}\nOpened: {}\nDue: {}\nCall: {}\n\
+             Please follow up with the guest and resolve the ticket.",
+            self.reason,
+            self.status,
+            self.assignee.as_deref().unwrap_or("nobody"),
+            self.caller,
+            self.opened.to_rfc3339(),
+            self.due.to_rfc3339(),
+            self.call_sid,
+        );
+        (subject, body)
+    }
+}
+
 /// One entry of a ticket's audit trail.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TicketEvent {

@@ -2,6 +2,7 @@
 //! run on the sqlx pools, the writer pool for changes and the read-only pool for reads.
 
 use super::{notification_view, ticket_view, NOTIFICATION_COLUMNS, TICKET_COLUMNS};
+use crate::storage::work::Overdue;
 use crate::storage::*;
 use sqlx::{Row, SqlitePool};
 
@@ -97,48 +98,35 @@ impl SqliteStore {
         };
         let old_status: String = before.try_get("status")?;
         let old_assignee: Option<String> = before.try_get("assignee")?;
-        let mut events: Vec<(&str, String)> = Vec::new();
-        if let Some(status) = &change.status {
-            if *status != old_status || status == "resolved" {
-                let resolution = change.resolution.clone().unwrap_or_default();
-                if status == "resolved" {
-                    sqlx::query(
-                        "UPDATE tickets SET status = 'resolved', resolution = ?, resolved_at = ? WHERE id = ?",
-                    )
-                    .bind(&resolution)
-                    .bind(at_ms)
+        let plan = change.plan(&old_status, &old_assignee);
+        match plan.status.as_deref() {
+            Some("resolved") => {
+                sqlx::query(
+                    "UPDATE tickets SET status = 'resolved', resolution = ?, resolved_at = ? WHERE id = ?",
+                )
+                .bind(&plan.resolution)
+                .bind(at_ms)
+                .bind(number.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(status) => {
+                sqlx::query("UPDATE tickets SET status = ?, resolved_at = NULL WHERE id = ?")
+                    .bind(status)
                     .bind(number.0)
                     .execute(&mut *tx)
                     .await?;
-                    events.push(("status", format!("{old_status} -> resolved: {resolution}")));
-                } else {
-                    sqlx::query("UPDATE tickets SET status = ?, resolved_at = NULL WHERE id = ?")
-                        .bind(status)
-                        .bind(number.0)
-                        .execute(&mut *tx)
-                        .await?;
-                    events.push(("status", format!("{old_status} -> {status}")));
-                }
             }
+            None => {}
         }
-        if let Some(assignee) = &change.assignee {
-            if *assignee != old_assignee {
-                sqlx::query("UPDATE tickets SET assignee = ? WHERE id = ?")
-                    .bind(assignee)
-                    .bind(number.0)
-                    .execute(&mut *tx)
-                    .await?;
-                let shown = |a: &Option<String>| a.clone().unwrap_or_else(|| "(nobody)".into());
-                events.push((
-                    "assignee",
-                    format!("{} -> {}", shown(&old_assignee), shown(assignee)),
-                ));
-            }
+        if let Some(assignee) = &plan.assignee {
+            sqlx::query("UPDATE tickets SET assignee = ? WHERE id = ?")
+                .bind(assignee)
+                .bind(number.0)
+                .execute(&mut *tx)
+                .await?;
         }
-        if let Some(note) = &change.note {
-            events.push(("note", note.clone()));
-        }
-        for (action, detail) in events {
+        for (action, detail) in plan.events {
             sqlx::query(
                 "INSERT INTO ticket_events (ticket_id, at, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
             )
@@ -317,24 +305,18 @@ impl SqliteStore {
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             let number = TicketNumber(id);
-            let category: String = r.try_get("category")?;
-            let due = from_millis(r.try_get::<Option<i64>, _>("due_at")?.unwrap_or(now_ms));
-            let subject =
-                format!("Overdue {category} ticket {number}: not resolved by its due time");
-            let body = format!(
-                "Ticket {number} is still unresolved past its due time.\n\
-                 Category: {category}\nReason: {}\nStatus: {}\nAssigned to: {}\n\
-                 Caller: {}\nOpened: {}\nDue: {}\nCall: {}\n\
-                 Please follow up with the guest and resolve the ticket.",
-                r.try_get::<String, _>("reason")?,
-                r.try_get::<String, _>("status")?,
-                r.try_get::<Option<String>, _>("assignee")?
-                    .unwrap_or_else(|| "nobody".into()),
-                r.try_get::<String, _>("caller_number")?,
-                from_millis(r.try_get("created_at")?).to_rfc3339(),
-                due.to_rfc3339(),
-                r.try_get::<String, _>("call_sid")?,
-            );
+            let overdue = Overdue {
+                number,
+                category: r.try_get("category")?,
+                reason: r.try_get("reason")?,
+                status: r.try_get("status")?,
+                assignee: r.try_get("assignee")?,
+                caller: r.try_get("caller_number")?,
+                opened: from_millis(r.try_get("created_at")?),
+                due: from_millis(r.try_get::<Option<i64>, _>("due_at")?.unwrap_or(now_ms)),
+                call_sid: r.try_get("call_sid")?,
+            };
+            let (subject, body) = overdue.email();
             sqlx::query(
                 "INSERT INTO notifications (call_sid, ticket_id, request_key, idx, contact, address, \
                  subject, body, created_at, next_attempt_at) \
