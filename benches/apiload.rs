@@ -296,13 +296,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 String::from_utf8_lossy(&copied.stderr)
             );
             let mut pg = sqlx::PgConnection::connect(&url).await?;
-            sqlx::query("ANALYZE").execute(&mut pg).await?;
             let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
                 .fetch_one(&mut pg)
                 .await?;
             pg.close().await?;
             report.say(format!(
-                "PostgreSQL: copied by ivr migrate-data in {:.0} s (database {:.0} MB), then ANALYZE",
+                "PostgreSQL: copied by ivr migrate-data in {:.0} s, VACUUM (ANALYZE) included (database {:.0} MB)",
                 started.elapsed().as_secs_f64(),
                 size as f64 / 1e6
             ));

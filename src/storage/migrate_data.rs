@@ -1,7 +1,8 @@
 //! `ivr migrate-data`: copies a SQLite database into PostgreSQL, table by table in the
 //! order of their references, a batch per transaction. Each batch moves the copy's mark
 //! (`migrate_data_progress`) in the same transaction, so an interrupted copy resumes at
-//! the first batch not committed, and nothing is copied twice.
+//! the first batch not committed, and nothing is copied twice. The copied tables are then
+//! vacuumed and analysed, so that the first queries find statistics and index-only scans.
 
 use super::{postgres::PgStore, PgSettings, Store, StoreError, StoreResult};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
@@ -306,6 +307,14 @@ pub async fn migrate_data(from: &str, to: &str, dry_run: bool) -> StoreResult<Co
             count_pg(&target, t.name).await?,
         );
         copied.tables.push((t.name.to_string(), n_from, n_to));
+    }
+    // A bulk load leaves PostgreSQL without statistics and without the visibility map its
+    // index-only scans need (the console's counts read whole ranges of an index): done now,
+    // not whenever autovacuum comes round.
+    for t in TABLES {
+        sqlx::query(&format!("VACUUM (ANALYZE) {}", t.name))
+            .execute(target.pool())
+            .await?;
     }
     source.close().await;
     target.close().await?;
