@@ -324,6 +324,21 @@ pub(crate) fn forget_data(json: &str) -> String {
 pub(crate) const TICKET_AFTER_START: (chrono::Duration, chrono::Duration) =
     (chrono::Duration::hours(1), chrono::Duration::hours(25));
 
+/// Whether a webhook's records need the call's ticket from earlier webhooks: to write its
+/// number, or to attach a notification or a recording to it.
+pub(crate) fn records_use_call_ticket(records: &[Record]) -> bool {
+    records.iter().any(|r| match r {
+        Record::Step(s) => s.said.has_ticket(),
+        Record::Ticket { reason, .. } => reason.has_ticket(),
+        Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => false,
+        Record::Notification { .. } | Record::Recording { .. } => true,
+    })
+}
+
+/// After the call ends, how long its e-mails wait for a voicemail callback that may still
+/// arrive (the platform sends the two in either order).
+pub(crate) const RELEASE_AFTER_END_MS: i64 = 30_000;
+
 /// Milliseconds since the epoch, the stored form of times.
 pub fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

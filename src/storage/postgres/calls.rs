@@ -101,20 +101,6 @@ async fn release_held_notifications(
     Ok(())
 }
 
-/// After the call ends, how long its e-mails wait for a voicemail callback that may still
-/// arrive (the platform sends the two in either order).
-const RELEASE_AFTER_END_MS: i64 = 30_000;
-
-/// Whether a record of this webhook needs the call's ticket from earlier webhooks.
-fn records_use_call_ticket(records: &[Record]) -> bool {
-    records.iter().any(|r| match r {
-        Record::Step(s) => s.said.has_ticket(),
-        Record::Ticket { reason, .. } => reason.has_ticket(),
-        Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => false,
-        Record::Notification { .. } | Record::Recording { .. } => true,
-    })
-}
-
 /// Writes one webhook's records in the transaction (see the module's note on races).
 async fn apply_step(tx: &mut PgConnection, b: &StepBatch<'_>) -> Result<Committed, sqlx::Error> {
     let (sid, key, at) = (b.call.call_sid.as_str(), b.request_key, to_millis(b.at));

@@ -103,20 +103,22 @@ const TAKES_WRITES: &str =
     "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
 
 impl Watch {
+    /// Whether a connection's host answers (and takes writes, when asked).
+    async fn is_good(&self, conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+        if self.hosts.read_write {
+            sqlx::query_scalar::<_, bool>(TAKES_WRITES)
+                .fetch_one(conn)
+                .await
+        } else {
+            sqlx::query("SELECT 1").execute(conn).await.map(|_| true)
+        }
+    }
+
     /// Whether the chosen host answers (and takes writes, when asked).
     async fn current_is_good(&self) -> bool {
         let check = async {
             let mut conn = self.pool.acquire().await?;
-            if self.hosts.read_write {
-                sqlx::query_scalar::<_, bool>(TAKES_WRITES)
-                    .fetch_one(&mut *conn)
-                    .await
-            } else {
-                sqlx::query("SELECT 1")
-                    .execute(&mut *conn)
-                    .await
-                    .map(|_| true)
-            }
+            self.is_good(&mut conn).await
         };
         matches!(
             tokio::time::timeout(self.timeout, check).await,
@@ -131,13 +133,7 @@ impl Watch {
         for (i, options) in self.hosts.options.iter().enumerate() {
             let probe = async {
                 let mut conn = sqlx::PgConnection::connect_with(options).await?;
-                let good = if self.hosts.read_write {
-                    sqlx::query_scalar::<_, bool>(TAKES_WRITES)
-                        .fetch_one(&mut conn)
-                        .await?
-                } else {
-                    true
-                };
+                let good = self.is_good(&mut conn).await?;
                 let _ = conn.close().await;
                 Ok::<bool, sqlx::Error>(good)
             };

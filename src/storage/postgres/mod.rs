@@ -99,11 +99,4 @@ impl PgStore {
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
-
-    /// PostgreSQL's plan (`EXPLAIN`) of a statement, one line per row.
-    pub async fn explain(&self, sql: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-            .fetch_all(&self.pool)
-            .await?)
-    }
 }

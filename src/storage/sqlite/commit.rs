@@ -81,13 +81,14 @@ impl OwnedStep {
         // The call's ticket so far is looked up only when this webhook uses it: most steps
         // neither speak its number nor attach anything to it.
         let speaks_ticket = self.answer_speaks_ticket;
-        let mut ticket: Option<TicketNumber> = if speaks_ticket || self.records_use_call_ticket() {
-            tx.prepare_cached(CALL_LATEST_TICKET)?
-                .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
-                .map(TicketNumber)
-        } else {
-            None
-        };
+        let mut ticket: Option<TicketNumber> =
+            if speaks_ticket || records_use_call_ticket(&self.records) {
+                tx.prepare_cached(CALL_LATEST_TICKET)?
+                    .query_row([sid], |r| r.get::<_, Option<i64>>(0))?
+                    .map(TicketNumber)
+            } else {
+                None
+            };
         for (idx, record) in self.records.iter().enumerate() {
             let idx = idx as i64;
             match record {
@@ -252,17 +253,6 @@ impl OwnedStep {
             replay: None,
         })
     }
-
-    /// Whether a record of this webhook needs the call's ticket from earlier webhooks: to
-    /// write its number, or to attach a notification or a recording.
-    fn records_use_call_ticket(&self) -> bool {
-        self.records.iter().any(|r| match r {
-            Record::Step(s) => s.said.has_ticket(),
-            Record::Ticket { reason, .. } => reason.has_ticket(),
-            Record::LinkTicket { .. } | Record::Escalate { .. } | Record::Outcome { .. } => false,
-            Record::Notification { .. } | Record::Recording { .. } => true,
-        })
-    }
 }
 
 /// A flow's outcome replaces the call's unless a later webhook set that one (see migration
@@ -286,10 +276,6 @@ pub(super) fn release_held_notifications(
     .execute(params![sid, due])?;
     Ok(())
 }
-
-/// After the call ends, how long its e-mails wait for a voicemail callback that may still
-/// arrive (the platform sends the two in either order).
-pub(super) const RELEASE_AFTER_END_MS: i64 = 30_000;
 
 pub(super) struct OwnedStatus {
     pub(super) call: CallInfo,
